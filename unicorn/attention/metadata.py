@@ -1,0 +1,87 @@
+"""Per-step attention metadata for a packed varlen batch over a paged KV cache."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class KVCache:
+    """One layer's paged cache. Both tensors: [num_blocks, block_size, num_kv_heads, head_dim]."""
+
+    key: torch.Tensor
+    value: torch.Tensor
+
+    @property
+    def block_size(self) -> int:
+        return self.key.shape[1]
+
+
+@dataclass
+class AttentionMetadata:
+    """Describes one forward over a packed batch of sequences.
+
+    The step's new tokens of all sequences are packed back to back (``T`` tokens in all); sequence ``i`` owns
+    packed rows ``query_start_loc[i]:query_start_loc[i+1]``, and those rows are the *last* tokens of its
+    context of ``seq_lens[i]`` tokens (cached prefix + new). Slot ``s`` of the cache is
+    ``block = s // block_size, offset = s % block_size``.
+    """
+
+    slot_mapping: torch.Tensor  # [T] int64: where each new token's K/V is written
+    query_start_loc: torch.Tensor  # [num_seqs + 1] int32/int64, on the model's device
+    seq_lens: torch.Tensor  # [num_seqs] int32/int64: context length after this step
+    block_tables: torch.Tensor  # [num_seqs, max_blocks] int32/int64, padded with 0
+    # Host copies, so the torch path never syncs with the device to plan its loops.
+    query_lens_cpu: list[int]
+    seq_lens_cpu: list[int]
+    max_query_len: int
+    max_seq_len: int
+    causal: bool = True
+    backend: str = "torch"  # name in unicorn.attention.backend's registry; chosen once per engine
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.seq_lens_cpu)
+
+    @property
+    def is_decode_only(self) -> bool:
+        return self.max_query_len == 1
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        query_lens: list[int],
+        seq_lens: list[int],
+        block_tables: list[list[int]],
+        block_size: int,
+        device: torch.device | str = "cpu",
+        causal: bool = True,
+        backend: str = "torch",
+    ) -> "AttentionMetadata":
+        """Builds metadata from host lists (one entry per sequence)."""
+        assert len(query_lens) == len(seq_lens) == len(block_tables)
+        slots: list[int] = []
+        for q_len, s_len, table in zip(query_lens, seq_lens, block_tables):
+            assert 0 < q_len <= s_len <= len(table) * block_size, (q_len, s_len, len(table), block_size)
+            for pos in range(s_len - q_len, s_len):
+                slots.append(table[pos // block_size] * block_size + pos % block_size)
+        max_blocks = max((len(t) for t in block_tables), default=0)
+        padded = [t + [0] * (max_blocks - len(t)) for t in block_tables]
+        starts = [0]
+        for q_len in query_lens:
+            starts.append(starts[-1] + q_len)
+        as_long = dict(dtype=torch.long, device=device)
+        return cls(
+            slot_mapping=torch.tensor(slots, **as_long),
+            query_start_loc=torch.tensor(starts, **as_long),
+            seq_lens=torch.tensor(seq_lens, **as_long),
+            block_tables=torch.tensor(padded, **as_long).view(len(block_tables), max_blocks),
+            query_lens_cpu=list(query_lens),
+            seq_lens_cpu=list(seq_lens),
+            max_query_len=max(query_lens, default=0),
+            max_seq_len=max(seq_lens, default=0),
+            causal=causal,
+            backend=backend,
+        )

@@ -1,0 +1,90 @@
+"""Plain torch paged attention: the reference for the Triton kernels and the CPU path of the engine."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from unicorn.attention.metadata import AttentionMetadata, KVCache
+
+
+def store_kv_ref(key: torch.Tensor, value: torch.Tensor, cache: KVCache, slot_mapping: torch.Tensor) -> None:
+    """Writes new K/V rows ([T, Hkv, D]) into the paged cache at their slots."""
+    num_blocks, block_size, num_heads, head_dim = cache.key.shape
+    cache.key.view(num_blocks * block_size, num_heads, head_dim).index_copy_(0, slot_mapping, key.to(cache.key.dtype))
+    cache.value.view(num_blocks * block_size, num_heads, head_dim).index_copy_(
+        0, slot_mapping, value.to(cache.value.dtype)
+    )
+
+
+def gather_kv_ref(cache: KVCache, block_table: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sequence's first ``seq_len`` cached K/V rows, contiguous: [seq_len, Hkv, D] each."""
+    block_size = cache.block_size
+    num_blocks = (seq_len + block_size - 1) // block_size
+    table = block_table[:num_blocks]
+    key = cache.key[table].flatten(0, 1)[:seq_len]
+    value = cache.value[table].flatten(0, 1)[:seq_len]
+    return key, value
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
+    # q: [Lq, Hq, D]; k, v: [Lk, Hkv, D]; the queries are the last Lq positions of the Lk context.
+    num_q, num_heads, _ = q.shape
+    num_k, num_kv_heads, _ = k.shape
+    if num_kv_heads != num_heads:
+        k = k.repeat_interleave(num_heads // num_kv_heads, dim=1)
+        v = v.repeat_interleave(num_heads // num_kv_heads, dim=1)
+    mask = None
+    if causal and num_q > 1:
+        q_pos = torch.arange(num_k - num_q, num_k, device=q.device)
+        mask = q_pos[:, None] >= torch.arange(num_k, device=q.device)[None, :]
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1).to(k.dtype), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask, scale=scale
+    )
+    return out.transpose(0, 1)
+
+
+def _decode_batched(q: torch.Tensor, cache: KVCache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    # One query per sequence: gather every sequence's blocks at once and mask past each length.
+    num_seqs, num_heads, head_dim = q.shape
+    block_size = cache.block_size
+    max_blocks = (meta.max_seq_len + block_size - 1) // block_size
+    tables = meta.block_tables[:, :max_blocks]
+    num_kv_heads = cache.key.shape[2]
+    key = cache.key[tables].view(num_seqs, max_blocks * block_size, num_kv_heads, head_dim)
+    value = cache.value[tables].view(num_seqs, max_blocks * block_size, num_kv_heads, head_dim)
+    if num_kv_heads != num_heads:
+        key = key.repeat_interleave(num_heads // num_kv_heads, dim=2)
+        value = value.repeat_interleave(num_heads // num_kv_heads, dim=2)
+    valid = torch.arange(max_blocks * block_size, device=q.device)[None, :] < meta.seq_lens[:, None]
+    out = F.scaled_dot_product_attention(
+        q[:, :, None, :].to(key.dtype),
+        key.transpose(1, 2),
+        value.transpose(1, 2),
+        attn_mask=valid[:, None, None, :],
+        scale=scale,
+    )
+    return out[:, :, 0, :]
+
+
+def paged_attention_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache: KVCache,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """Stores the new K/V, then attends each sequence's queries to its whole cached context.
+
+    q: [T, Hq, D]; k, v: [T, Hkv, D] (new tokens, packed); returns [T, Hq, D] in q's dtype.
+    """
+    store_kv_ref(k, v, cache, meta.slot_mapping)
+    if meta.is_decode_only and meta.causal:
+        return _decode_batched(q, cache, meta, scale).to(q.dtype)
+    out = torch.empty_like(q)
+    start = 0
+    for i, (q_len, s_len) in enumerate(zip(meta.query_lens_cpu, meta.seq_lens_cpu)):
+        key, value = gather_kv_ref(cache, meta.block_tables[i], s_len)
+        out[start : start + q_len] = _attend(q[start : start + q_len], key, value, scale, meta.causal).to(q.dtype)
+        start += q_len
+    return out
