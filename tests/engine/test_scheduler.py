@@ -1,0 +1,163 @@
+"""Scheduler: continuous batching, chunked prefill, CFG groups, forks, preemption and fairness.
+
+Runs the scheduler with a fake runner whose "sampled" token depends only on (seed, sample, position), so a
+correct schedule gives the same outputs whatever the pool size or batch composition.
+"""
+from unicorn.engine.block_manager import BlockManager
+from unicorn.engine.params import ImageGenParams, SamplingParams
+from unicorn.engine.scheduler import Scheduler, SchedulerConfig
+from unicorn.engine.sequence import Request, RequestKind, Sequence
+
+
+def text_request(prompt, max_tokens=5, n=1, seed=0, eos=()):
+    req = Request(RequestKind.TEXT, SamplingParams(n=n, max_tokens=max_tokens), seed,
+                  [Sequence(prompt, output_kind="text")], max_tokens)
+    req.eos_token_ids = tuple(eos)
+    return req
+
+
+def image_request(prompt, n=2, num_tokens=6, seed=0, cfg=True):
+    rows = [Sequence(prompt, output_kind="image")]
+    if cfg:
+        rows.append(Sequence([0] * len(prompt), is_uncond=True, output_kind="image"))
+    return Request(RequestKind.IMAGE, ImageGenParams(n=n), seed, rows, num_tokens)
+
+
+def fake_token(request, sample, step):
+    return 1000 + (request.seed * 7919 + sample * 131 + step * 17) % 997
+
+
+def drive(scheduler, max_steps=10_000, on_step=None):
+    finished, steps = [], 0
+    while scheduler.has_unfinished():
+        out = scheduler.schedule()
+        assert not out.is_empty, "no progress"
+        # A step never writes into a block another row still references.
+        for item in out.rows:
+            seq = item.seq
+            first = seq.num_computed_tokens // scheduler.block_manager.block_size
+            for b in seq.block_table[first:]:
+                assert scheduler.block_manager.ref_count(b) == 1
+        sampled = {}
+        new_tokens = {id(item.seq): item.num_new_tokens for item in out.rows}
+        for req in out.sampling_requests:
+            for row in scheduler.active_rows(req):  # every live row of a sampling request completes now
+                assert row.num_computed_tokens + new_tokens[id(row)] == row.num_tokens
+            step = req.rows[0].num_output_tokens
+            sampled[req.request_id] = [fake_token(req, i, step) for i in range(req.n)]
+        if on_step:
+            on_step(out)
+        finished += scheduler.update(out, sampled)
+        steps += 1
+        assert steps < max_steps
+    return finished, steps
+
+
+def make(num_blocks=64, block_size=4, **cfg):
+    return Scheduler(SchedulerConfig(**cfg), BlockManager(num_blocks, block_size))
+
+
+def outputs(requests):
+    return {r.request_id: [r.sample_rows(i)[0].output_token_ids for i in range(r.n)] for r in requests}
+
+
+def test_text_requests_decode_to_max_tokens():
+    s = make()
+    reqs = [text_request(list(range(1, 2 + k)), max_tokens=4, seed=k) for k in range(5)]
+    for r in reqs:
+        s.add_request(r)
+    finished, steps = drive(s)
+    assert len(finished) == 5 and steps == 4  # one prefill step (all fit), three decode steps
+    for r in reqs:
+        assert r.finish_reasons == ["length"]
+        assert r.rows[0].output_token_ids == [fake_token(r, 0, t) for t in range(4)]
+    assert s.block_manager.num_free_blocks == 64
+
+
+def test_eos_stops_a_sample():
+    s = make()
+    r = text_request([1, 2, 3], max_tokens=10, seed=3)
+    r.eos_token_ids = (fake_token(r, 0, 2),)
+    s.add_request(r)
+    drive(s)
+    assert r.finish_reasons == ["stop"] and r.rows[0].num_output_tokens == 3
+
+
+def test_chunked_prefill_samples_only_when_every_row_is_done():
+    s = make(max_num_batched_tokens=5)
+    r = image_request(list(range(1, 12)), n=1, num_tokens=3)
+    s.add_request(r)
+    seen = []
+    drive(s, on_step=lambda out: seen.append((out.num_batched_tokens, bool(out.sampling_requests))))
+    assert all(tokens <= 5 for tokens, _ in seen)
+    first_sample = next(i for i, (_, sampled) in enumerate(seen) if sampled)
+    assert first_sample >= 4  # 22 prompt tokens at 5 per step
+    assert r.rows[0].output_token_ids == r.rows[1].output_token_ids
+
+
+def test_image_group_forks_pairs_sharing_the_prompt():
+    s = make(num_blocks=64, block_size=4)
+    prompt = list(range(1, 11))  # 2 full blocks + a partial one
+    r = image_request(prompt, n=4, num_tokens=5)
+    s.add_request(r)
+    out = s.schedule()
+    assert [i.num_new_tokens for i in out.rows] == [10, 10]  # templates only: the prompt is computed once
+    s.update(out, {r.request_id: [fake_token(r, i, 0) for i in range(4)]})
+    assert len(r.rows) == 8
+    cond_tables = [r.sample_rows(i)[0].block_table for i in range(4)]
+    assert all(t[:2] == cond_tables[0][:2] for t in cond_tables)  # full prompt blocks shared
+    assert s.block_manager.ref_count(cond_tables[0][0]) == 4
+    drive(s)
+    for i in range(4):
+        cond, uncond = r.sample_rows(i)
+        assert cond.output_token_ids == uncond.output_token_ids == [fake_token(r, i, t) for t in range(5)]
+
+
+def test_preemption_finishes_everything_with_identical_outputs():
+    def run(num_blocks):
+        s = make(num_blocks=num_blocks, block_size=4, max_num_seqs=64)
+        reqs = [image_request(list(range(1, 8 + k)), n=3, num_tokens=9, seed=k) for k in range(4)]
+        reqs += [text_request(list(range(3, 9 + k)), max_tokens=12, n=2, seed=10 + k) for k in range(3)]
+        for r in reqs:
+            s.add_request(r)
+        finished, _ = drive(s)
+        assert len(finished) == len(reqs)
+        assert s.block_manager.num_free_blocks == num_blocks
+        return outputs(reqs), s.num_preemptions
+
+    roomy, roomy_preemptions = run(1000)
+    tight, tight_preemptions = run(30)
+    assert roomy_preemptions == 0 and tight_preemptions > 0
+    assert list(roomy.values()) == list(tight.values())
+
+
+def test_seat_reservation_lets_text_in_while_images_run():
+    s = make(num_blocks=400, block_size=4, max_num_seqs=8, image_row_fraction=0.75)
+    images = [image_request([1, 2, 3], n=2, num_tokens=50, seed=k) for k in range(4)]  # 4 rows each
+    for r in images:
+        s.add_request(r)
+    out = s.schedule()
+    s.update(out, {r.request_id: [1, 2] for r in out.sampling_requests})
+    text = text_request([5, 6, 7], max_tokens=2)
+    s.add_request(text)
+    admitted_at = None
+    for step in range(5):
+        out = s.schedule()
+        if any(item.seq is text.rows[0] for item in out.rows) and admitted_at is None:
+            admitted_at = step
+        s.update(out, {r.request_id: [9] * r.n for r in out.sampling_requests})
+    assert admitted_at == 0  # image rows may hold only 6 of the 8 seats
+
+
+def test_bypass_limit_stops_starvation():
+    s = make(num_blocks=400, block_size=4, max_num_seqs=4, max_bypass=2, image_row_fraction=1.0)
+    s.add_request(text_request([1, 2], max_tokens=30, n=3))  # holds 3 seats for a while
+    big = text_request([1, 2, 3], max_tokens=2, n=2)  # needs 2 seats: must wait
+    s.add_request(big)
+    smalls = [text_request([4, k], max_tokens=1) for k in range(6)]
+    for r in smalls:
+        s.add_request(r)
+    order = []
+    drive(s, on_step=lambda out: order.extend(r.request_id for r in out.sampling_requests
+                                              if r.rows[0].num_output_tokens == 0))
+    assert order.index(big.request_id) < order.index(smalls[-1].request_id)

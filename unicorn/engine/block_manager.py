@@ -1,0 +1,189 @@
+"""Paged KV-cache bookkeeping: a pool of fixed-size blocks with ref counts and content-hash prefix caching.
+
+Pure Python (no torch): the model runner owns the tensors, this module only decides which block ids hold
+which tokens. A full block's hash chains its parent's hash, its token ids, the content hashes of the images
+whose placeholders it covers, and whether its ids are prompt (text) or output (image-codebook) ids, so two
+different images behind the same placeholder ids, or text id 5 and image code 5, never share a block.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from unicorn.engine.sequence import Sequence
+
+
+@dataclass
+class Block:
+    block_id: int
+    ref_count: int = 0
+    block_hash: int | None = None
+
+
+def hash_block(parent_hash: int | None, token_ids: tuple[int, ...], extra: tuple) -> int:
+    return hash((parent_hash, token_ids, extra))
+
+
+def block_extra_keys(seq: Sequence, start: int, end: int) -> tuple:
+    """Keys beyond the token ids that make a block's content unique (see the module docstring)."""
+    images = tuple(img.content_hash for img in seq.images if img.offset < end and img.offset + img.length > start)
+    num_prompt_in_block = max(0, min(end, seq.num_prompt_tokens) - start)
+    outputs = (seq.output_kind, num_prompt_in_block) if num_prompt_in_block < end - start else ()
+    return images + outputs
+
+
+class BlockManager:
+    """Allocates blocks to sequences, shares them by prefix hash and by fork, and copies on write."""
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError(f"need num_blocks >= 1 and block_size >= 1, got {num_blocks} and {block_size}")
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.enable_prefix_caching = enable_prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        # Free blocks in eviction order (least recently freed first); hashed ones stay findable until reused.
+        self.free_blocks: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self.cached_blocks: dict[int, int] = {}  # block hash -> block id
+        self.seq_hashes: dict[int, list[int]] = {}  # seq id -> hashes of its full, computed blocks
+        self.num_prefix_hit_tokens = 0
+        self.num_prefix_query_tokens = 0
+
+    # ---- capacity -------------------------------------------------------------------------------
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_blocks)
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return (num_tokens + self.block_size - 1) // self.block_size
+
+    # ---- allocation -----------------------------------------------------------------------------
+    def _take_free_block(self) -> Block:
+        block_id, _ = self.free_blocks.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.block_hash is not None:  # evict its cached content
+            if self.cached_blocks.get(block.block_hash) == block_id:
+                del self.cached_blocks[block.block_hash]
+            block.block_hash = None
+        block.ref_count = 1
+        return block
+
+    def _ref(self, block_id: int) -> None:
+        block = self.blocks[block_id]
+        if block.ref_count == 0:
+            del self.free_blocks[block_id]
+        block.ref_count += 1
+
+    def _unref(self, block_id: int) -> None:
+        block = self.blocks[block_id]
+        assert block.ref_count > 0, f"block {block_id} freed twice"
+        block.ref_count -= 1
+        if block.ref_count == 0:
+            self.free_blocks[block_id] = None
+
+    def ref_count(self, block_id: int) -> int:
+        return self.blocks[block_id].ref_count
+
+    def _prompt_block_hashes(self, seq: Sequence) -> list[int]:
+        hashes: list[int] = []
+        parent = None
+        bs = self.block_size
+        for b in range(seq.num_tokens // bs):
+            start, end = b * bs, (b + 1) * bs
+            parent = hash_block(parent, tuple(seq.token_ids[start:end]), block_extra_keys(seq, start, end))
+            hashes.append(parent)
+        return hashes
+
+    def attach_cached_prefix(self, seq: Sequence) -> int:
+        """Gives a new sequence the cached blocks of its longest computed prefix; returns the tokens covered.
+
+        At least the last token is left to compute, so the step that finishes the prompt yields logits.
+        """
+        assert not seq.block_table and seq.num_computed_tokens == 0
+        self.num_prefix_query_tokens += seq.num_tokens
+        if not self.enable_prefix_caching:
+            return 0
+        max_blocks = (seq.num_tokens - 1) // self.block_size
+        hits: list[int] = []
+        for block_hash in self._prompt_block_hashes(seq)[:max_blocks]:
+            block_id = self.cached_blocks.get(block_hash)
+            if block_id is None:
+                break
+            hits.append(block_id)
+        for block_id in hits:
+            self._ref(block_id)
+        seq.block_table = hits
+        num_hit = len(hits) * self.block_size
+        seq.num_computed_tokens = num_hit
+        seq.num_cached_tokens = num_hit
+        self.seq_hashes[seq.seq_id] = self._prompt_block_hashes(seq)[: len(hits)]
+        self.num_prefix_hit_tokens += num_hit
+        return num_hit
+
+    def num_blocks_to_allocate(self, seq: Sequence, num_new_tokens: int) -> int:
+        """Blocks that :meth:`allocate_slots` would take for ``num_new_tokens`` more tokens (CoW included)."""
+        target = self.blocks_needed(seq.num_computed_tokens + num_new_tokens)
+        needed = max(0, target - len(seq.block_table))
+        first = seq.num_computed_tokens // self.block_size
+        if first < len(seq.block_table) and self.blocks[seq.block_table[first]].ref_count > 1:
+            needed += 1
+        return needed
+
+    def allocate_slots(self, seq: Sequence, num_new_tokens: int) -> list[tuple[int, int]] | None:
+        """Makes room to write ``num_new_tokens`` tokens after the computed ones.
+
+        Returns the (src, dst) block copies the runner must do first (copy-on-write of a shared partial
+        block), or ``None`` when the pool is short (the caller preempts). Idempotent for the same step.
+        """
+        if self.num_blocks_to_allocate(seq, num_new_tokens) > self.num_free_blocks:
+            return None
+        copies: list[tuple[int, int]] = []
+        first = seq.num_computed_tokens // self.block_size
+        if first < len(seq.block_table) and self.blocks[seq.block_table[first]].ref_count > 1:
+            src = seq.block_table[first]
+            dst = self._take_free_block().block_id
+            self._unref(src)
+            seq.block_table[first] = dst
+            copies.append((src, dst))
+        target = self.blocks_needed(seq.num_computed_tokens + num_new_tokens)
+        while len(seq.block_table) < target:
+            seq.block_table.append(self._take_free_block().block_id)
+        return copies
+
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """``child`` shares all of ``parent``'s blocks (its first write to a shared block copies it)."""
+        assert not child.block_table
+        for block_id in parent.block_table:
+            self._ref(block_id)
+        child.block_table = list(parent.block_table)
+        self.seq_hashes[child.seq_id] = list(self.seq_hashes.get(parent.seq_id, []))
+
+    def free(self, seq: Sequence) -> None:
+        """Releases the sequence's blocks (in reverse, so a prefix's tail is evicted before its head)."""
+        for block_id in reversed(seq.block_table):
+            self._unref(block_id)
+        seq.block_table = []
+        seq.num_computed_tokens = 0
+        self.seq_hashes.pop(seq.seq_id, None)
+
+    def commit_computed(self, seq: Sequence) -> None:
+        """Registers the sequence's newly full, computed blocks in the prefix cache."""
+        if not self.enable_prefix_caching:
+            return
+        hashes = self.seq_hashes.setdefault(seq.seq_id, [])
+        bs = self.block_size
+        num_full = seq.num_computed_tokens // bs
+        parent = hashes[-1] if hashes else None
+        for b in range(len(hashes), num_full):
+            start, end = b * bs, (b + 1) * bs
+            parent = hash_block(parent, tuple(seq.token_ids[start:end]), block_extra_keys(seq, start, end))
+            hashes.append(parent)
+            block = self.blocks[seq.block_table[b]]
+            if block.block_hash is None and parent not in self.cached_blocks:
+                block.block_hash = parent
+                self.cached_blocks[parent] = block.block_id
+
+    def reset_prefix_cache(self) -> None:
+        for block_hash, block_id in list(self.cached_blocks.items()):
+            self.blocks[block_id].block_hash = None
+        self.cached_blocks.clear()

@@ -1,0 +1,63 @@
+"""User-facing request parameters. Each validates itself, so bad input fails before any work starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _check_common(owner: str, n: int, temperature: float, top_k: int, top_p: float, seed: int | None) -> None:
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"{owner}.n must be an integer >= 1, got {n!r}")
+    if temperature < 0:
+        raise ValueError(f"{owner}.temperature must be >= 0 (0 means greedy), got {temperature!r}")
+    if not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"{owner}.top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"{owner}.top_p must be in (0, 1], got {top_p!r}")
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"{owner}.seed must be a non-negative integer or None, got {seed!r}")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Text generation settings. ``temperature == 0`` means greedy; ``top_k == 0`` and ``top_p == 1`` disable them.
+
+    ``seed`` makes sampling reproducible and independent of what else is in the batch; without one, the engine
+    draws a seed per request from its own seeded stream.
+    """
+
+    n: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        _check_common("SamplingParams", self.n, self.temperature, self.top_k, self.top_p, self.seed)
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ValueError(f"SamplingParams.max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+
+
+@dataclass(frozen=True)
+class ImageGenParams:
+    """Image generation settings: ``n`` images per prompt with classifier-free guidance ``cfg_scale``.
+
+    Each image is one conditional row plus one unconditional row; the guided logits are
+    ``uncond + cfg_scale * (cond - uncond)`` and the sampled token is appended to both rows.
+    """
+
+    n: int = 1
+    cfg_scale: float = 5.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_common("ImageGenParams", self.n, self.temperature, self.top_k, self.top_p, self.seed)
+        if self.cfg_scale < 0:
+            raise ValueError(f"ImageGenParams.cfg_scale must be >= 0, got {self.cfg_scale!r}")

@@ -1,0 +1,250 @@
+"""Continuous batching of text and image requests over the block manager. Pure Python (no torch).
+
+One rule drives every step: each scheduled row's computed tokens catch up with its tokens, within a token
+budget. That covers prefill, chunked prefill, decode and recompute after preemption alike. Requests (CFG
+groups included) are admitted, preempted and finished whole; a request samples only in a step where all of
+its rows finish computing, so the conditional and unconditional rows of an image stay in lockstep.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from unicorn.engine.block_manager import BlockManager
+from unicorn.engine.sequence import Request, RequestKind, RequestStatus, Sequence
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_num_seqs: int = 256  # rows (a CFG image holds two)
+    max_num_batched_tokens: int = 4096
+    max_model_len: int = 4096
+    enable_chunked_prefill: bool = True
+    # Seats image rows may hold at admission, so long image requests never take every row from judge requests.
+    image_row_fraction: float = 0.75
+    # A waiting request that later ones overtook this often stops further overtaking (no starvation).
+    max_bypass: int = 16
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < self.max_num_seqs and not self.enable_chunked_prefill:
+            raise ValueError("max_num_batched_tokens must be >= max_num_seqs without chunked prefill")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        if not 0.0 < self.image_row_fraction <= 1.0:
+            raise ValueError(f"image_row_fraction must be in (0, 1], got {self.image_row_fraction}")
+
+
+@dataclass
+class ScheduledRow:
+    seq: Sequence
+    num_new_tokens: int
+
+
+@dataclass
+class SchedulerOutput:
+    rows: list[ScheduledRow] = field(default_factory=list)
+    block_copies: list[tuple[int, int]] = field(default_factory=list)  # (src, dst), before the forward
+    sampling_requests: list[Request] = field(default_factory=list)
+    preempted: list[Request] = field(default_factory=list)
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(r.num_new_tokens for r in self.rows)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.rows
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.block_manager = block_manager
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+        self._arrivals = 0
+
+    # ---- queue ----------------------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        request.arrival_index = self._arrivals
+        self._arrivals += 1
+        self.waiting.append(request)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def worst_case_blocks(self, request: Request) -> int:
+        """Blocks the request could need at its longest if nothing were shared."""
+        rows = request.max_rows()
+        tokens = request.rows[0].num_prompt_tokens + request.max_output_tokens
+        return rows * self.block_manager.blocks_needed(tokens)
+
+    # ---- planning -------------------------------------------------------------------------------
+    @staticmethod
+    def active_rows(request: Request) -> list[Sequence]:
+        rows: list[Sequence] = []
+        for i in range(request.num_samples):
+            if not request.forked or request.finish_reasons[i] is None:
+                rows.extend(request.sample_rows(i))
+        return rows
+
+    def _plan(self, request: Request, budget: int) -> tuple[list[ScheduledRow], bool] | None:
+        """How many tokens each active row runs this step, and whether the request samples after it."""
+        rows = self.active_rows(request)
+        remaining = [row.num_uncomputed_tokens for row in rows]
+        if sum(remaining) <= budget:
+            return [ScheduledRow(row, n) for row, n in zip(rows, remaining)], True
+        if not self.config.enable_chunked_prefill:
+            return None
+        plan: list[ScheduledRow] = []
+        for row, n in zip(rows, remaining):
+            take = min(n - 1, budget)  # no row completes unless all do
+            if take > 0:
+                plan.append(ScheduledRow(row, take))
+                budget -= take
+        return (plan, False) if plan else None
+
+    def _allocate(self, plan: list[ScheduledRow], copies: list[tuple[int, int]]) -> bool:
+        for item in plan:
+            result = self.block_manager.allocate_slots(item.seq, item.num_new_tokens)
+            if result is None:
+                return False
+            copies.extend(result)
+        return True
+
+    # ---- preemption -----------------------------------------------------------------------------
+    def _free_rows(self, request: Request) -> None:
+        for row in request.rows:
+            self.block_manager.free(row)
+
+    def _preempt(self, request: Request) -> None:
+        """Drops the request's cache (recomputed on re-admission) and puts it first in line."""
+        self._free_rows(request)
+        self.running.remove(request)
+        request.status = RequestStatus.WAITING
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(request)
+
+    # ---- the step -------------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+
+        i = 0
+        while i < len(self.running) and budget > 0:
+            request = self.running[i]
+            planned = self._plan(request, budget)
+            if planned is None:
+                i += 1
+                continue
+            plan, samples = planned
+            while not self._allocate(plan, out.block_copies):
+                victim = self.running[-1]
+                self._preempt(victim)
+                out.preempted.append(victim)
+                if victim is request:
+                    break
+            if request.status is not RequestStatus.RUNNING:
+                continue  # it preempted itself; running[i] is now the next request
+            out.rows.extend(plan)
+            if samples:
+                out.sampling_requests.append(request)
+            budget -= sum(item.num_new_tokens for item in plan)
+            i += 1
+
+        if not out.preempted:
+            self._admit_waiting(out, budget)
+        return out
+
+    def _seats_used(self, kind: RequestKind | None = None) -> int:
+        return sum(r.max_rows() for r in self.running if kind is None or r.kind is kind)
+
+    def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        config = self.config
+        image_seat_cap = int(config.max_num_seqs * config.image_row_fraction)
+        for request in list(self.waiting):
+            if budget <= 0:
+                break
+            admitted = False
+            fits_seats = self._seats_used() + request.max_rows() <= config.max_num_seqs
+            if request.kind is RequestKind.IMAGE and self._seats_used(RequestKind.IMAGE) > 0:
+                fits_seats &= self._seats_used(RequestKind.IMAGE) + request.max_rows() <= image_seat_cap
+            if fits_seats:
+                for row in self.active_rows(request):
+                    self.block_manager.attach_cached_prefix(row)
+                planned = self._plan(request, budget)
+                if planned is not None and self._allocate(planned[0], out.block_copies):
+                    plan, samples = planned
+                    self.waiting.remove(request)
+                    request.status = RequestStatus.RUNNING
+                    self.running.append(request)
+                    out.rows.extend(plan)
+                    if samples:
+                        out.sampling_requests.append(request)
+                    budget -= sum(item.num_new_tokens for item in plan)
+                    admitted = True
+                else:
+                    self._free_rows(request)
+            if not admitted:
+                request.num_times_bypassed += 1
+                if request.num_times_bypassed > config.max_bypass:
+                    break  # nothing may overtake it any more
+
+    # ---- after the forward ------------------------------------------------------------------------
+    def update(self, out: SchedulerOutput, sampled: dict[int, list[int | None]]) -> list[Request]:
+        """Applies a step's results; ``sampled[request_id][i]`` is sample ``i``'s new token.
+
+        Returns the requests that finished in this step.
+        """
+        for item in out.rows:
+            item.seq.num_computed_tokens += item.num_new_tokens
+            self.block_manager.commit_computed(item.seq)
+        finished: list[Request] = []
+        for request in out.sampling_requests:
+            if request.status is not RequestStatus.RUNNING:
+                continue
+            tokens = sampled[request.request_id]
+            if not request.forked:
+                self._fork(request)
+            for i, token in enumerate(tokens):
+                if token is None or request.finish_reasons[i] is not None:
+                    continue
+                for row in request.sample_rows(i):
+                    row.token_ids.append(token)
+                reason = self._finish_reason(request, request.sample_rows(i)[0], token)
+                if reason is not None:
+                    request.finish_reasons[i] = reason
+                    for row in request.sample_rows(i):
+                        self.block_manager.free(row)
+            if all(reason is not None for reason in request.finish_reasons):
+                request.status = RequestStatus.FINISHED
+                self.running.remove(request)
+                finished.append(request)
+        return finished
+
+    def _fork(self, request: Request) -> None:
+        templates = list(request.rows)
+        for i in range(1, request.n):
+            for template in templates:
+                child = template.fork(sample_index=i)
+                self.block_manager.fork(template, child)
+                request.rows.append(child)
+        request.forked = True
+        request.finish_reasons = [None] * request.n
+
+    def _finish_reason(self, request: Request, row: Sequence, token: int) -> str | None:
+        if request.kind is RequestKind.TEXT:
+            params = request.params
+            if not params.ignore_eos and token in request.eos_token_ids:
+                return "stop"
+            if token in params.stop_token_ids:
+                return "stop"
+        if row.num_output_tokens >= request.max_output_tokens:
+            return "length"
+        if row.num_tokens >= self.config.max_model_len:
+            return "length"
+        return None

@@ -1,0 +1,164 @@
+"""Sequences (rows of the KV cache) and requests (the unit the scheduler admits, preempts and finishes)."""
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from unicorn.engine.params import ImageGenParams, SamplingParams
+
+
+class RequestKind(enum.Enum):
+    TEXT = "text"
+    IMAGE = "image"
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class ImageInput:
+    """An image in a prompt: its placeholder tokens span ``[offset, offset + length)`` of the row.
+
+    ``content_hash`` identifies the pixels, so prefix caching never confuses two images behind the same
+    placeholder ids; ``pixel_values`` are the preprocessed pixels the model encodes when those tokens run.
+    """
+
+    offset: int
+    length: int
+    content_hash: int
+    pixel_values: Any = None
+
+
+_seq_counter = itertools.count()
+
+
+class Sequence:
+    """One row of the KV cache: the tokens it holds and where they live.
+
+    The first ``num_prompt_tokens`` ids are text-vocabulary ids (image placeholders included); the ids after
+    them are outputs in the request's output space (text ids, or image-codebook ids for image requests).
+    """
+
+    def __init__(
+        self,
+        token_ids: list[int],
+        *,
+        num_prompt_tokens: int | None = None,
+        images: list[ImageInput] | None = None,
+        is_uncond: bool = False,
+        sample_index: int = 0,
+        output_kind: str = "text",
+    ) -> None:
+        self.seq_id = next(_seq_counter)
+        self.token_ids = list(token_ids)
+        self.num_prompt_tokens = len(self.token_ids) if num_prompt_tokens is None else num_prompt_tokens
+        self.images = list(images or [])
+        self.is_uncond = is_uncond
+        self.sample_index = sample_index
+        self.output_kind = output_kind  # "text" or "image": the id space of the tokens after the prompt
+        self.num_computed_tokens = 0
+        self.block_table: list[int] = []
+        self.num_cached_tokens = 0  # prompt tokens served by the prefix cache at the last admission
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return len(self.token_ids) - self.num_computed_tokens
+
+    def positions(self, start: int, end: int) -> range:
+        """RoPE positions of tokens [start, end). Identity for Janus; tracked apart from cache slots so
+        models whose image blocks share one position (BAGEL) can override it."""
+        return range(start, end)
+
+    def fork(self, sample_index: int) -> "Sequence":
+        """A copy sharing this row's tokens; the caller shares the blocks (see BlockManager.fork)."""
+        child = Sequence(
+            self.token_ids,
+            num_prompt_tokens=self.num_prompt_tokens,
+            images=self.images,
+            is_uncond=self.is_uncond,
+            sample_index=sample_index,
+            output_kind=self.output_kind,
+        )
+        child.num_computed_tokens = self.num_computed_tokens
+        return child
+
+    def __repr__(self) -> str:
+        return (
+            f"Sequence(id={self.seq_id}, tokens={self.num_tokens}, computed={self.num_computed_tokens}, "
+            f"uncond={self.is_uncond}, sample={self.sample_index})"
+        )
+
+
+_request_counter = itertools.count()
+
+
+@dataclass
+class Request:
+    """A text or image request and its rows.
+
+    Before its first sample a request holds *template* rows only (one row for text; a conditional and,
+    with CFG, an unconditional row for images): the prompt is computed once. At the first sample the
+    templates fork into ``n`` samples, sharing the prompt's blocks. Image rows come in pairs
+    ``(cond, uncond)`` that always receive the same token.
+    """
+
+    kind: RequestKind
+    params: SamplingParams | ImageGenParams
+    seed: int
+    rows: list[Sequence]
+    max_output_tokens: int
+    request_id: int = field(default_factory=lambda: next(_request_counter))
+    status: RequestStatus = RequestStatus.WAITING
+    forked: bool = False
+    finish_reasons: list[str | None] = field(default_factory=list)
+    error: str | None = None
+    arrival_index: int = 0
+    num_preemptions: int = 0
+    num_times_bypassed: int = 0
+    eos_token_ids: tuple[int, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return self.params.n
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.kind is RequestKind.IMAGE and any(r.is_uncond for r in self.rows)
+
+    @property
+    def rows_per_sample(self) -> int:
+        return 2 if self.uses_cfg else 1
+
+    @property
+    def num_samples(self) -> int:
+        """Samples currently represented by rows (1 before the fork, ``n`` after)."""
+        return len(self.rows) // self.rows_per_sample
+
+    def sample_rows(self, i: int) -> list[Sequence]:
+        """The rows of sample ``i``: ``[cond]`` or ``[cond, uncond]``."""
+        k = self.rows_per_sample
+        return self.rows[i * k : (i + 1) * k]
+
+    def max_rows(self) -> int:
+        return self.n * self.rows_per_sample
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is RequestStatus.FINISHED
