@@ -1,0 +1,48 @@
+"""Sizes and allocates the paged KV cache tensors from a memory budget."""
+from __future__ import annotations
+
+import torch
+
+from unicorn.attention import KVCache
+
+
+def num_blocks_for_budget(budget_bytes: int, block_size: int, bytes_per_token: int) -> int:
+    return max(0, budget_bytes // (block_size * bytes_per_token))
+
+
+def default_kv_budget(device: torch.device, weights_bytes: int, memory_fraction: float) -> int:
+    """Bytes for the KV cache: a fraction of the device's free memory (GPU) or of available RAM (CPU)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * memory_fraction)
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        available = info.get("MemAvailable", 8 << 30)
+    except OSError:
+        available = 8 << 30
+    # On CPU the cache shares RAM with everything else: take a modest share, at most 4 GiB by default.
+    return int(min(available * memory_fraction * 0.5, 4 << 30))
+
+
+def allocate_kv_caches(
+    num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
+    dtype: torch.dtype, device: torch.device,
+) -> list[KVCache]:
+    shape = (num_blocks, block_size, num_kv_heads, head_dim)
+    return [
+        KVCache(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        for _ in range(num_layers)
+    ]
+
+
+def copy_blocks(caches: list[KVCache], copies: list[tuple[int, int]]) -> None:
+    """Copy-on-write: block ``dst`` takes the content of block ``src`` in every layer."""
+    if not copies:
+        return
+    device = caches[0].key.device
+    src = torch.tensor([s for s, _ in copies], dtype=torch.long, device=device)
+    dst = torch.tensor([d for _, d in copies], dtype=torch.long, device=device)
+    for cache in caches:
+        cache.key.index_copy_(0, dst, cache.key.index_select(0, src))
+        cache.value.index_copy_(0, dst, cache.value.index_select(0, src))

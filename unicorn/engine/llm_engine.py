@@ -1,0 +1,361 @@
+"""The public engine: load a checkpoint, then generate text or images with continuous batching."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence as Seq
+
+import torch
+
+from unicorn.engine.block_manager import BlockManager
+from unicorn.engine.kv_cache import allocate_kv_caches, default_kv_budget, num_blocks_for_budget
+from unicorn.engine.model_runner import ModelRunner
+from unicorn.engine.outputs import ImageOutput, TextOutput, TextSample
+from unicorn.engine.params import ImageGenParams, SamplingParams
+from unicorn.engine.scheduler import Scheduler, SchedulerConfig
+from unicorn.engine.sequence import ImageInput, Request, RequestKind, Sequence
+from unicorn.attention import check_backend
+
+
+class RequestError(ValueError):
+    """A single request cannot run (its output carries the reason; the other requests still finish)."""
+
+
+@dataclass
+class EngineStats:
+    num_steps: int = 0
+    num_batched_tokens: int = 0
+    num_preemptions: int = 0
+    prefix_hit_tokens: int = 0
+    prefix_query_tokens: int = 0
+    elapsed_s: float = 0.0
+
+
+def _choose_attention_backend(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda":
+            try:
+                from unicorn.kernels.attention_backend import register_triton_backends
+
+                register_triton_backends()
+                return "triton"
+            except ImportError:
+                return "torch"
+        return "torch"
+    if name == "triton":
+        from unicorn.kernels.attention_backend import register_triton_backends
+
+        register_triton_backends()
+    return check_backend(name)
+
+
+def _image_content_hash(image) -> int:
+    digest = hashlib.sha256()
+    digest.update(f"{image.mode}{image.size}".encode())
+    digest.update(image.tobytes())
+    return int.from_bytes(digest.digest()[:8], "little")
+
+
+class Engine:
+    """Batched, paged-KV inference for a unified multimodal model.
+
+    Args:
+        model_path: a checkpoint directory (transformers' Janus layout or DeepSeek's original layout).
+        device, dtype: where and in what precision the weights and the KV cache live.
+        block_size: tokens per KV block.
+        max_num_seqs: rows batched at once (a CFG image uses two).
+        max_num_batched_tokens: token budget of one step (prefill chunks + decode rows).
+        max_model_len: context limit (defaults to the model's).
+        num_kv_blocks: size the pool exactly; otherwise ``kv_cache_memory`` bytes, otherwise a share of free memory.
+        enable_prefix_caching: share computed blocks between requests by content hash.
+        attention_backend: "auto" (Triton on CUDA, torch on CPU), "torch" or "triton".
+        seed: seeds requests that do not give their own seed.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        *,
+        block_size: int = 16,
+        max_num_seqs: int = 256,
+        max_num_batched_tokens: int = 4096,
+        max_model_len: int | None = None,
+        num_kv_blocks: int | None = None,
+        kv_cache_memory: int | None = None,
+        memory_fraction: float = 0.85,
+        enable_prefix_caching: bool = True,
+        enable_chunked_prefill: bool = True,
+        image_row_fraction: float = 0.75,
+        attention_backend: str = "auto",
+        seed: int = 0,
+        model=None,
+        tokenizer=None,
+    ) -> None:
+        from unicorn.models import load_model, load_tokenizer
+
+        self.model_path = model_path
+        self.device = torch.device(device)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        self.model = model if model is not None else load_model(model_path, device=self.device, dtype=dtype)
+        if tokenizer is None and os.path.exists(os.path.join(model_path, "tokenizer.json")):
+            tokenizer = load_tokenizer(model_path)
+        self.tokenizer = tokenizer  # optional: without one, prompts are token ids and outputs carry no text
+        self.spec = self.model.spec
+        spec = self.spec
+        self.max_model_len = min(max_model_len or spec.max_position_embeddings, spec.max_position_embeddings)
+        if num_kv_blocks is None:
+            budget = kv_cache_memory if kv_cache_memory is not None else default_kv_budget(
+                self.device, 0, memory_fraction
+            )
+            num_kv_blocks = num_blocks_for_budget(budget, block_size, spec.kv_bytes_per_token)
+        if num_kv_blocks < 1:
+            raise ValueError(f"the KV-cache budget holds no block of {block_size} tokens")
+        self.attention_backend = _choose_attention_backend(attention_backend, self.device)
+        self.block_manager = BlockManager(num_kv_blocks, block_size, enable_prefix_caching)
+        self.scheduler = Scheduler(
+            SchedulerConfig(
+                max_num_seqs=max_num_seqs,
+                max_num_batched_tokens=max_num_batched_tokens,
+                max_model_len=self.max_model_len,
+                enable_chunked_prefill=enable_chunked_prefill,
+                image_row_fraction=image_row_fraction,
+            ),
+            self.block_manager,
+        )
+        caches = allocate_kv_caches(
+            spec.num_layers, num_kv_blocks, block_size, spec.num_kv_heads, spec.head_dim, spec.dtype, self.device
+        )
+        self.runner = ModelRunner(self.model, caches, block_size, self.attention_backend)
+        self._seed_stream = random.Random(seed)
+        self._pending: dict[int, tuple[Request, Any]] = {}
+        self._rejected: list[tuple[Request, Any]] = []
+        self.stats = EngineStats()
+
+    # ---- prompts --------------------------------------------------------------------------------
+    def _text_prompt(self, prompt) -> tuple[list[int], list[ImageInput]]:
+        """str -> tokenized with BOS; list[int] or {"prompt_token_ids": [...]} -> as given;
+        {"messages": [...]} -> the model's chat format, images expanded to their placeholders."""
+        images: list = []
+        if isinstance(prompt, dict) and "messages" in prompt:
+            from unicorn.models.janus_chat import understanding_prompt
+
+            messages = prompt["messages"]
+            text = understanding_prompt(messages, self.spec.num_image_tokens, prompt.get("system_prompt"))
+            ids = self._tokenizer_or_fail().encode(text, add_bos=True)
+            images = [part["image"] for m in messages if not isinstance(m["content"], str)
+                      for part in m["content"] if part.get("type") == "image"]
+        elif isinstance(prompt, dict) and "prompt_token_ids" in prompt:
+            ids = [int(t) for t in prompt["prompt_token_ids"]]
+            images = list(prompt.get("images", []))
+        elif isinstance(prompt, str):
+            ids = self._tokenizer_or_fail().encode(prompt, add_bos=True)
+        elif isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            ids = list(prompt)
+        else:
+            raise RequestError(
+                f"unsupported prompt of type {type(prompt).__name__}: give a str, a list of token ids, "
+                "{'prompt_token_ids': [...]} or {'messages': [...]}"
+            )
+        return ids, self._place_images(ids, images)
+
+    def _tokenizer_or_fail(self):
+        if self.tokenizer is None:
+            raise RequestError(f"{self.model_path} has no tokenizer.json: give prompts as token ids")
+        return self.tokenizer
+
+    def _place_images(self, ids: list[int], images: list) -> list[ImageInput]:
+        spec = self.spec
+        starts = [i for i, t in enumerate(ids) if t == spec.image_token_id and (i == 0 or ids[i - 1] != t)]
+        num_placeholders = sum(1 for t in ids if t == spec.image_token_id)
+        if len(starts) != len(images) or num_placeholders != len(images) * spec.num_image_tokens:
+            raise RequestError(
+                f"prompt has {num_placeholders} image placeholder tokens in {len(starts)} runs for {len(images)} "
+                f"images; each image needs one run of {spec.num_image_tokens}"
+            )
+        placed = []
+        if images:
+            pixels = self.model.preprocess_images(list(images))
+            for start, image, pixel_values in zip(starts, images, pixels):
+                placed.append(ImageInput(start, spec.num_image_tokens, _image_content_hash(image), pixel_values))
+        return placed
+
+    def _image_prompt(self, prompt) -> list[int]:
+        """str -> the model's image-generation template ending in <begin_of_image>; ids -> as given."""
+        if isinstance(prompt, str):
+            from unicorn.models.janus_chat import generation_prompt
+
+            return self._tokenizer_or_fail().encode(generation_prompt(prompt), add_bos=True)
+        if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
+            prompt = prompt["prompt_token_ids"]
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            return list(prompt)
+        raise RequestError(f"unsupported image prompt of type {type(prompt).__name__}: give a str or token ids")
+
+    def _uncond_ids(self, ids: list[int]) -> list[int]:
+        """The content-free prompt: every id but BOS and <begin_of_image> becomes pad (as Janus trains it)."""
+        keep = {self.spec.bos_token_id, self.spec.boi_token_id}
+        return [t if t in keep else self.spec.pad_token_id for t in ids]
+
+    # ---- submission -----------------------------------------------------------------------------
+    def _seed(self, seed: int | None) -> int:
+        return seed if seed is not None else self._seed_stream.getrandbits(62)
+
+    def _check_fits(self, request: Request, prompt_len: int) -> None:
+        if request.max_rows() > self.scheduler.config.max_num_seqs:
+            raise RequestError(
+                f"request needs {request.max_rows()} rows but max_num_seqs is {self.scheduler.config.max_num_seqs}"
+            )
+        need = self.scheduler.worst_case_blocks(request)
+        if need > self.block_manager.num_blocks:
+            raise RequestError(
+                f"request needs up to {need} KV blocks but the pool has {self.block_manager.num_blocks}; "
+                "raise num_kv_blocks / kv_cache_memory or lower n"
+            )
+
+    def submit_text(self, prompt, params: SamplingParams | None = None) -> int:
+        """Queues a text request; returns its id (results come from :meth:`run`)."""
+        params = params or SamplingParams()
+        try:
+            ids, images = self._text_prompt(prompt)
+            if not ids:
+                raise RequestError("empty prompt")
+            if len(ids) >= self.max_model_len:
+                raise RequestError(
+                    f"prompt has {len(ids)} tokens but the context is {self.max_model_len} tokens "
+                    "(no room to generate)"
+                )
+            if max(ids) >= self.spec.text_vocab_size or min(ids) < 0:
+                raise RequestError(f"prompt has token ids outside the vocabulary [0, {self.spec.text_vocab_size})")
+            max_out = min(params.max_tokens, self.max_model_len - len(ids))
+            row = Sequence(ids, images=images, output_kind="text")
+            request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out)
+            request.eos_token_ids = (self.spec.eos_token_id,)
+            self._check_fits(request, len(ids))
+        except RequestError as err:
+            return self._reject(RequestKind.TEXT, params, str(err))
+        return self._enqueue(request)
+
+    def submit_image(self, prompt, params: ImageGenParams | None = None) -> int:
+        """Queues an image request (n images, CFG as a group of rows); returns its id."""
+        params = params or ImageGenParams()
+        try:
+            ids = self._image_prompt(prompt)
+            if not ids:
+                raise RequestError("empty prompt")
+            if len(ids) + self.spec.num_image_tokens > self.max_model_len:
+                raise RequestError(
+                    f"prompt has {len(ids)} tokens; with {self.spec.num_image_tokens} image tokens that exceeds "
+                    f"the context of {self.max_model_len} tokens"
+                )
+            if max(ids) >= self.spec.text_vocab_size or min(ids) < 0:
+                raise RequestError(f"prompt has token ids outside the vocabulary [0, {self.spec.text_vocab_size})")
+            rows = [Sequence(ids, output_kind="image")]
+            if params.cfg_scale != 1.0:  # at scale 1 the guided logits are the conditional ones
+                rows.append(Sequence(self._uncond_ids(ids), is_uncond=True, output_kind="image"))
+            request = Request(RequestKind.IMAGE, params, self._seed(params.seed), rows, self.spec.num_image_tokens)
+            self._check_fits(request, len(ids))
+        except RequestError as err:
+            return self._reject(RequestKind.IMAGE, params, str(err))
+        return self._enqueue(request)
+
+    def _enqueue(self, request: Request) -> int:
+        self.scheduler.add_request(request)
+        self._pending[request.request_id] = (request, None)
+        return request.request_id
+
+    def _reject(self, kind: RequestKind, params, reason: str) -> int:
+        request = Request(kind, params, 0, [Sequence([0])], 0, error=reason)
+        self._rejected.append((request, None))
+        return request.request_id
+
+    # ---- running --------------------------------------------------------------------------------
+    def step(self) -> list[Request]:
+        """Runs one scheduled step; returns the requests that finished in it."""
+        out = self.scheduler.schedule()
+        if out.is_empty:
+            if self.scheduler.running or self.scheduler.waiting:
+                raise RuntimeError(
+                    f"scheduler made no progress with {len(self.scheduler.running)} running and "
+                    f"{len(self.scheduler.waiting)} waiting requests"
+                )
+            return []
+        sampled = self.runner.execute(out)
+        finished = self.scheduler.update(out, sampled)
+        for request in finished:
+            self.runner.release_images(request)
+        self.stats.num_steps += 1
+        self.stats.num_batched_tokens += out.num_batched_tokens
+        self.stats.num_preemptions = self.scheduler.num_preemptions
+        self.stats.prefix_hit_tokens = self.block_manager.num_prefix_hit_tokens
+        self.stats.prefix_query_tokens = self.block_manager.num_prefix_query_tokens
+        return finished
+
+    def run(self, progress: bool = False) -> dict[int, TextOutput | ImageOutput]:
+        """Runs every queued request to completion; returns outputs by request id."""
+        results: dict[int, TextOutput | ImageOutput] = {}
+        for request, _ in self._rejected:
+            results[request.request_id] = self._output(request)
+        self._rejected.clear()
+        total = len(self._pending)
+        start = time.perf_counter()
+        while self.scheduler.has_unfinished():
+            for request in self.step():
+                results[request.request_id] = self._output(request)
+                self._pending.pop(request.request_id, None)
+                if progress:
+                    done = total - len(self._pending)
+                    rate = done / max(time.perf_counter() - start, 1e-9)
+                    print(f"\r[unicorn] {done}/{total} requests, {rate:.2f} req/s", end="", file=sys.stderr)
+        if progress and total:
+            print(file=sys.stderr)
+        self.stats.elapsed_s += time.perf_counter() - start
+        return results
+
+    def generate(self, prompts, params: SamplingParams | None = None, progress: bool = False) -> list[TextOutput]:
+        """Generates text for each prompt (a str, token ids, or chat messages with images); order is kept."""
+        single = isinstance(prompts, (str, dict)) or (
+            isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts)
+        )
+        prompts = [prompts] if single else list(prompts)
+        ids = [self.submit_text(p, params) for p in prompts]
+        results = self.run(progress)
+        return [results[i] for i in ids]
+
+    def generate_images(self, prompts, params: ImageGenParams | None = None, progress: bool = False) -> list[ImageOutput]:
+        """Draws ``params.n`` images per prompt (a str, or token ids ending in <begin_of_image>); order is kept."""
+        single = isinstance(prompts, str) or (
+            isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts)
+        )
+        prompts = [prompts] if single else list(prompts)
+        ids = [self.submit_image(p, params) for p in prompts]
+        results = self.run(progress)
+        return [results[i] for i in ids]
+
+    # ---- outputs --------------------------------------------------------------------------------
+    def _output(self, request: Request) -> TextOutput | ImageOutput:
+        prompt_ids = request.rows[0].token_ids[: request.rows[0].num_prompt_tokens]
+        if request.kind is RequestKind.TEXT:
+            out = TextOutput(request.request_id, prompt_ids, error=request.error,
+                             num_cached_tokens=request.rows[0].num_cached_tokens)
+            if request.error is None:
+                for i in range(request.n):
+                    tokens = request.sample_rows(i)[0].output_token_ids
+                    text = None if self.tokenizer is None else self.tokenizer.decode(
+                        tokens, skip_special_tokens=request.params.skip_special_tokens)
+                    out.samples.append(TextSample(text, tokens, request.finish_reasons[i]))
+            return out
+        out = ImageOutput(request.request_id, prompt_ids, error=request.error,
+                          num_cached_tokens=request.rows[0].num_cached_tokens)
+        if request.error is None:
+            codes = torch.tensor([request.sample_rows(i)[0].output_token_ids for i in range(request.n)])
+            pixels = self.runner.decode_images(codes)
+            out.images = self.model.postprocess(pixels)
+            out.image_tokens = codes
+        return out

@@ -1,0 +1,156 @@
+"""Runs one scheduled step: packs every row's new tokens into one varlen forward, then samples.
+
+The runner knows models only through the interface of ``unicorn.models`` (embeddings, a paged forward,
+heads, image codec); it imports no concrete model.
+"""
+from __future__ import annotations
+
+import torch
+
+from unicorn.attention import AttentionMetadata, KVCache
+from unicorn.engine.kv_cache import copy_blocks
+from unicorn.engine.sampler import Sampler, SamplingBatch, cfg_combine, sample_seed
+from unicorn.engine.scheduler import SchedulerOutput
+from unicorn.engine.sequence import Request, RequestKind, Sequence
+
+
+class ModelRunner:
+    def __init__(self, model, kv_caches: list[KVCache], block_size: int, attention_backend: str) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.kv_caches = kv_caches
+        self.block_size = block_size
+        self.attention_backend = attention_backend
+        self.device = kv_caches[0].key.device
+        self.sampler = Sampler()
+        self.encoder_cache: dict[int, torch.Tensor] = {}  # image content hash -> [num_image_tokens, H]
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    def _image_features(self, seq: Sequence, start: int, end: int) -> list[tuple[int, int, torch.Tensor]]:
+        """(packed-relative start, end, features) for the image placeholder tokens in [start, end)."""
+        spans = []
+        for image in seq.images:
+            lo, hi = max(start, image.offset), min(end, image.offset + image.length)
+            if lo >= hi:
+                continue
+            features = self.encoder_cache.get(image.content_hash)
+            if features is None:
+                pixels = image.pixel_values.to(self.device, self.spec.dtype)
+                features = self.model.encode_images(pixels[None])[0]
+                self.encoder_cache[image.content_hash] = features
+            spans.append((lo - start, hi - start, features[lo - image.offset : hi - image.offset]))
+        return spans
+
+    def _embed(self, out: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        ids: list[int] = []
+        positions: list[int] = []
+        is_image_code: list[bool] = []
+        overrides: list[tuple[int, int, torch.Tensor]] = []
+        for item in out.rows:
+            seq, start = item.seq, item.seq.num_computed_tokens
+            end = start + item.num_new_tokens
+            base = len(ids)
+            ids.extend(seq.token_ids[start:end])
+            positions.extend(seq.positions(start, end))
+            image_outputs = seq.output_kind == "image"
+            is_image_code.extend(image_outputs and p >= seq.num_prompt_tokens for p in range(start, end))
+            for lo, hi, feats in self._image_features(seq, start, end):
+                overrides.append((base + lo, base + hi, feats))
+        ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)
+        code_mask = torch.tensor(is_image_code, dtype=torch.bool, device=self.device)
+        hidden = self.spec.hidden_size
+        embeds = torch.empty(len(ids), hidden, dtype=self.spec.dtype, device=self.device)
+        if code_mask.all():
+            embeds = self.model.embed_image_tokens(ids_t)
+        elif not code_mask.any():
+            embeds = self.model.embed_text(ids_t)
+        else:
+            embeds[~code_mask] = self.model.embed_text(ids_t[~code_mask])
+            embeds[code_mask] = self.model.embed_image_tokens(ids_t[code_mask])
+        for lo, hi, feats in overrides:
+            embeds[lo:hi] = feats.to(embeds.dtype)
+        return embeds, torch.tensor(positions, dtype=torch.long, device=self.device)
+
+    def _metadata(self, out: SchedulerOutput) -> AttentionMetadata:
+        return AttentionMetadata.build(
+            query_lens=[item.num_new_tokens for item in out.rows],
+            seq_lens=[item.seq.num_computed_tokens + item.num_new_tokens for item in out.rows],
+            block_tables=[item.seq.block_table for item in out.rows],
+            block_size=self.block_size,
+            device=self.device,
+            backend=self.attention_backend,
+        )
+
+    # ---- the step -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, out: SchedulerOutput) -> dict[int, list[int | None]]:
+        """Runs the step's forward and returns ``{request_id: [token per sample]}`` for sampling requests."""
+        copy_blocks(self.kv_caches, out.block_copies)
+        embeds, positions = self._embed(out)
+        meta = self._metadata(out)
+        hidden = self.model.forward(embeds, positions, self.kv_caches, meta)
+        last_index: dict[int, int] = {}
+        end = 0
+        for item in out.rows:
+            end += item.num_new_tokens
+            last_index[item.seq.seq_id] = end - 1
+        return self._sample(out.sampling_requests, hidden, last_index)
+
+    def _sample(
+        self, requests: list[Request], hidden: torch.Tensor, last_index: dict[int, int]
+    ) -> dict[int, list[int | None]]:
+        results: dict[int, list[int | None]] = {}
+        text = [r for r in requests if r.kind is RequestKind.TEXT]
+        image = [r for r in requests if r.kind is RequestKind.IMAGE]
+        if text:
+            self._sample_group(text, hidden, last_index, results, image_head=False)
+        if image:
+            self._sample_group(image, hidden, last_index, results, image_head=True)
+        return results
+
+    def _sample_group(self, requests, hidden, last_index, results, image_head: bool) -> None:
+        # One logits row per live sample; before the fork a request's n samples share the template's logits.
+        cond_rows: list[int] = []
+        uncond_rows: list[int] = []
+        scales: list[float] = []
+        batch = SamplingBatch([], [], [], [], [])
+        slots: list[tuple[int, int]] = []  # (request_id, sample index) per logits row
+        for request in requests:
+            params = request.params
+            live = range(request.n) if not request.forked else [
+                i for i in range(request.n) if request.finish_reasons[i] is None
+            ]
+            results[request.request_id] = [None] * request.n
+            for i in live:
+                rows = request.sample_rows(i if request.forked else 0)
+                cond_rows.append(last_index[rows[0].seq_id])
+                if image_head:
+                    uncond_rows.append(last_index[rows[1].seq_id] if len(rows) > 1 else last_index[rows[0].seq_id])
+                    scales.append(params.cfg_scale if len(rows) > 1 else 1.0)
+                batch.temperature.append(params.temperature)
+                batch.top_k.append(params.top_k)
+                batch.top_p.append(params.top_p)
+                batch.seeds.append(sample_seed(request.seed, i))
+                batch.steps.append(rows[0].num_output_tokens)
+                slots.append((request.request_id, i))
+        if image_head:
+            unique = sorted(set(cond_rows) | set(uncond_rows))
+            where = {row: k for k, row in enumerate(unique)}
+            logits = self.model.image_logits(hidden[unique]).float()
+            cond = logits[[where[r] for r in cond_rows]]
+            uncond = logits[[where[r] for r in uncond_rows]]
+            scale = torch.tensor(scales, dtype=torch.float32, device=logits.device)
+            logits = cfg_combine(cond, uncond, scale)
+        else:
+            logits = self.model.text_logits(hidden[cond_rows]).float()
+        tokens = self.sampler(logits, batch).tolist()
+        for (request_id, i), token in zip(slots, tokens):
+            results[request_id][i] = token
+
+    def decode_images(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.decode_image_tokens(image_tokens.to(self.device))
+
+    def release_images(self, request: Request) -> None:
+        for image in request.rows[0].images:
+            self.encoder_cache.pop(image.content_hash, None)

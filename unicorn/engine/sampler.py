@@ -1,0 +1,51 @@
+"""Turns logits into tokens: CFG combine, temperature, top-k, top-p, seeded per sample.
+
+Randomness is a pure function of (request seed, sample index, output position, vocab index), so a request
+draws the same tokens alone or inside any batch (see unicorn.kernels.sampling for the counter-based RNG).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from unicorn.kernels.sampling import sample_ref
+
+_MASK64 = (1 << 63) - 1
+
+
+def sample_seed(request_seed: int, sample_index: int) -> int:
+    """Seed of one sample of a request: distinct per sample, fixed across batches and preemptions."""
+    x = (request_seed * 0x9E3779B97F4A7C15 + sample_index * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & _MASK64
+    x ^= x >> 31
+    return (x * 0xD6E8FEB86659FD93) & _MASK64
+
+
+@dataclass
+class SamplingBatch:
+    """Per-row sampling settings, aligned with the rows of the logits tensor."""
+
+    temperature: list[float]
+    top_k: list[int]
+    top_p: list[float]
+    seeds: list[int]
+    steps: list[int]
+
+
+def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Guided logits ``uncond + (cond - uncond) * scale`` (transformers' operation order, for exact parity)."""
+    return uncond + (cond - uncond) * scale[:, None]
+
+
+class Sampler:
+    def __call__(self, logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+        """logits: [B, V] -> token ids [B] (int64, on the logits' device)."""
+        device = logits.device
+        return sample_ref(
+            logits.float(),
+            torch.tensor(batch.temperature, dtype=torch.float32, device=device),
+            torch.tensor(batch.top_k, dtype=torch.int64, device=device),
+            torch.tensor(batch.top_p, dtype=torch.float32, device=device),
+            torch.tensor(batch.seeds, dtype=torch.int64, device=device),
+            torch.tensor(batch.steps, dtype=torch.int64, device=device),
+        )

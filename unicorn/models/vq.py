@@ -1,0 +1,208 @@
+"""VQ-16 image tokenizer of Janus (encoder, codebook, decoder); module names follow transformers' JanusVQVAE."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unicorn.models.janus_config import VQArch
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+def _swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.norm1 = _group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
+        self.norm2 = _group_norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
+        if in_channels != out_channels:
+            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1, 1, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(_swish(self.norm1(x)))
+        h = self.conv2(_swish(self.norm2(h)))
+        if hasattr(self, "nin_shortcut"):
+            x = self.nin_shortcut(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = _group_norm(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        b, c, height, width = x.shape
+        q = self.q(h).reshape(b, c, height * width).transpose(1, 2)  # [B, HW, C]
+        k = self.k(h).reshape(b, c, height * width)  # [B, C, HW]
+        v = self.v(h).reshape(b, c, height * width)
+        weights = torch.softmax(torch.bmm(q, k) * (int(c) ** -0.5), dim=2)  # [B, HWq, HWk]
+        out = torch.bmm(v, weights.transpose(1, 2)).reshape(b, c, height, width)
+        return x + self.proj_out(out)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 2, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))  # asymmetric pad, as the original
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class MidBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels)
+        self.attn_1 = AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+class _Level(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.ModuleList()
+        self.attn = nn.ModuleList()
+
+
+class Encoder(nn.Module):
+    def __init__(self, arch: VQArch):
+        super().__init__()
+        mult = arch.channel_multiplier
+        base = arch.base_channels
+        self.conv_in = nn.Conv2d(arch.in_channels, base, 3, 1, 1)
+        in_mult = (1,) + tuple(mult)
+        self.down = nn.ModuleList()
+        block_in = base
+        for level, m in enumerate(mult):
+            down = _Level()
+            block_in = base * in_mult[level]
+            for _ in range(arch.num_res_blocks):
+                down.block.append(ResnetBlock(block_in, base * m))
+                block_in = base * m
+                if level == len(mult) - 1:
+                    down.attn.append(AttnBlock(block_in))
+            if level != len(mult) - 1:
+                down.downsample = Downsample(block_in)
+            self.down.append(down)
+        self.mid = MidBlock(block_in)
+        self.norm_out = _group_norm(block_in)
+        self.conv_out = nn.Conv2d(block_in, arch.latent_channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level, down in enumerate(self.down):
+            for i, block in enumerate(down.block):
+                h = block(h)
+                if len(down.attn):
+                    h = down.attn[i](h)
+            if hasattr(down, "downsample"):
+                h = down.downsample(h)
+        h = self.mid(h)
+        return self.conv_out(_swish(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, arch: VQArch):
+        super().__init__()
+        mult = arch.channel_multiplier
+        base = arch.base_channels
+        block_in = base * mult[-1]
+        self.conv_in = nn.Conv2d(arch.latent_channels, block_in, 3, 1, 1)
+        self.mid = MidBlock(block_in)
+        self.up = nn.ModuleList()  # up[0] is the lowest resolution, as in the checkpoints
+        for level in reversed(range(len(mult))):
+            up = _Level()
+            for _ in range(arch.num_res_blocks + 1):
+                up.block.append(ResnetBlock(block_in, base * mult[level]))
+                block_in = base * mult[level]
+                if level == len(mult) - 1:
+                    up.attn.append(AttnBlock(block_in))
+            if level != 0:
+                up.upsample = Upsample(block_in)
+            self.up.append(up)
+        self.norm_out = _group_norm(block_in)
+        self.conv_out = nn.Conv2d(block_in, arch.out_channels, 3, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for up in self.up:
+            for i, block in enumerate(up.block):
+                h = block(h)
+                if len(up.attn):
+                    h = up.attn[i](h)
+            if hasattr(up, "upsample"):
+                h = up.upsample(h)
+        return self.conv_out(_swish(self.norm_out(h)))
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, arch: VQArch):
+        super().__init__()
+        self.embedding = nn.Embedding(arch.num_embeddings, arch.embed_dim)
+
+    def nearest_codes(self, z: torch.Tensor, l2_normalized: bool = True) -> torch.Tensor:
+        """z: [B, C, h, w] -> code ids [B, h*w] (row-major).
+
+        ``l2_normalized=True`` is the original Janus VQ-16 lookup (codebook_l2_norm: both sides unit-normalised);
+        ``False`` reproduces transformers' JanusVQVAEVectorQuantizer, which compares raw vectors.
+        """
+        b = z.shape[0]
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        codebook = self.embedding.weight
+        if l2_normalized:
+            flat = F.normalize(flat, p=2, dim=-1)
+            codebook = F.normalize(codebook, p=2, dim=-1)
+        distances = (
+            flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * torch.einsum("bd,nd->bn", flat, codebook)
+        )
+        return distances.argmin(dim=1).view(b, -1)
+
+    def codebook_entries(self, ids: torch.Tensor, grid: int) -> torch.Tensor:
+        """ids: [B, grid*grid] -> unit-normalised codes [B, embed_dim, grid, grid]."""
+        codes = F.normalize(self.embedding(ids), p=2, dim=-1)
+        return codes.view(ids.shape[0], grid, grid, -1).permute(0, 3, 1, 2).contiguous()
+
+
+class VQModel(nn.Module):
+    def __init__(self, arch: VQArch, grid: int):
+        super().__init__()
+        self.grid = grid  # latent side length the decoder expects (vision image_size // patch_size)
+        self.encoder = Encoder(arch)
+        self.quantize = VectorQuantizer(arch)
+        self.quant_conv = nn.Conv2d(arch.latent_channels, arch.embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(arch.embed_dim, arch.latent_channels, 1)
+        self.decoder = Decoder(arch)
+
+    def encode(self, pixel_values: torch.Tensor, l2_normalized: bool = True) -> torch.Tensor:
+        return self.quantize.nearest_codes(self.quant_conv(self.encoder(pixel_values)), l2_normalized)
+
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dim() != 2 or ids.shape[1] != self.grid * self.grid:
+            raise ValueError(f"image token ids must be [batch, {self.grid * self.grid}], got {tuple(ids.shape)}")
+        return self.decoder(self.post_quant_conv(self.quantize.codebook_entries(ids, self.grid)))
