@@ -18,7 +18,6 @@ from unicorn.engine.outputs import ImageOutput, TextOutput, TextSample
 from unicorn.engine.params import ImageGenParams, SamplingParams
 from unicorn.engine.scheduler import Scheduler, SchedulerConfig
 from unicorn.engine.sequence import ImageInput, Request, RequestKind, Sequence
-from unicorn.attention import check_backend
 
 
 class RequestError(ValueError):
@@ -35,22 +34,20 @@ class EngineStats:
     elapsed_s: float = 0.0
 
 
-def _choose_attention_backend(name: str, device: torch.device) -> str:
-    if name == "auto":
-        if device.type == "cuda":
-            try:
-                from unicorn.kernels.attention_backend import register_triton_backends
-
-                register_triton_backends()
-                return "triton"
-            except ImportError:
-                return "torch"
+def _choose_kernels(name: str, device: torch.device) -> str:
+    """"auto" takes the Triton kernels on a CUDA device when Triton imports, else the torch references."""
+    if name not in ("auto", "triton", "torch"):
+        raise ValueError(f"kernels must be 'auto', 'triton' or 'torch', got {name!r}")
+    if name == "torch":
         return "torch"
-    if name == "triton":
-        from unicorn.kernels.attention_backend import register_triton_backends
+    from unicorn.kernels.attention_backend import register_triton_backends
 
-        register_triton_backends()
-    return check_backend(name)
+    registered = register_triton_backends()
+    if name == "auto":
+        return "triton" if registered and device.type == "cuda" else "torch"
+    if not registered:
+        raise ValueError("kernels='triton' needs the triton package")
+    return "triton"
 
 
 def _image_content_hash(image) -> int:
@@ -72,7 +69,8 @@ class Engine:
         max_model_len: context limit (defaults to the model's).
         num_kv_blocks: size the pool exactly; otherwise ``kv_cache_memory`` bytes, otherwise a share of free memory.
         enable_prefix_caching: share computed blocks between requests by content hash.
-        attention_backend: "auto" (Triton on CUDA, torch on CPU), "torch" or "triton".
+        kernels: "auto" (Triton kernels on CUDA, torch references on CPU), "torch" or "triton" (attention and
+            sampling; "triton" on CPU tensors needs TRITON_INTERPRET=1).
         seed: seeds requests that do not give their own seed.
     """
 
@@ -92,7 +90,7 @@ class Engine:
         enable_prefix_caching: bool = True,
         enable_chunked_prefill: bool = True,
         image_row_fraction: float = 0.75,
-        attention_backend: str = "auto",
+        kernels: str = "auto",
         seed: int = 0,
         model=None,
         tokenizer=None,
@@ -117,7 +115,7 @@ class Engine:
             num_kv_blocks = num_blocks_for_budget(budget, block_size, spec.kv_bytes_per_token)
         if num_kv_blocks < 1:
             raise ValueError(f"the KV-cache budget holds no block of {block_size} tokens")
-        self.attention_backend = _choose_attention_backend(attention_backend, self.device)
+        self.kernels = _choose_kernels(kernels, self.device)
         self.block_manager = BlockManager(num_kv_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerConfig(
@@ -132,7 +130,8 @@ class Engine:
         caches = allocate_kv_caches(
             spec.num_layers, num_kv_blocks, block_size, spec.num_kv_heads, spec.head_dim, spec.dtype, self.device
         )
-        self.runner = ModelRunner(self.model, caches, block_size, self.attention_backend)
+        self.runner = ModelRunner(self.model, caches, block_size, attention_backend=self.kernels,
+                                  use_triton_sampler=self.kernels == "triton")
         self._seed_stream = random.Random(seed)
         self._pending: dict[int, tuple[Request, Any]] = {}
         self._rejected: list[tuple[Request, Any]] = []

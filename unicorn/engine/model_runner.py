@@ -9,20 +9,22 @@ import torch
 
 from unicorn.attention import AttentionMetadata, KVCache
 from unicorn.engine.kv_cache import copy_blocks
-from unicorn.engine.sampler import Sampler, SamplingBatch, cfg_combine, sample_seed
+from unicorn.engine.sampler import Sampler, SamplingBatch, sample_seed
 from unicorn.engine.scheduler import SchedulerOutput
 from unicorn.engine.sequence import Request, RequestKind, Sequence
 
 
 class ModelRunner:
-    def __init__(self, model, kv_caches: list[KVCache], block_size: int, attention_backend: str) -> None:
+    def __init__(
+        self, model, kv_caches: list[KVCache], block_size: int, attention_backend: str, use_triton_sampler: bool = False
+    ) -> None:
         self.model = model
         self.spec = model.spec
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.attention_backend = attention_backend
         self.device = kv_caches[0].key.device
-        self.sampler = Sampler()
+        self.sampler = Sampler(use_triton_sampler)
         self.encoder_cache: dict[int, torch.Tensor] = {}  # image content hash -> [num_image_tokens, H]
 
     # ---- inputs ---------------------------------------------------------------------------------
@@ -136,14 +138,12 @@ class ModelRunner:
         if image_head:
             unique = sorted(set(cond_rows) | set(uncond_rows))
             where = {row: k for k, row in enumerate(unique)}
-            logits = self.model.image_logits(hidden[unique]).float()
+            logits = self.model.image_logits(hidden[unique])
             cond = logits[[where[r] for r in cond_rows]]
             uncond = logits[[where[r] for r in uncond_rows]]
-            scale = torch.tensor(scales, dtype=torch.float32, device=logits.device)
-            logits = cfg_combine(cond, uncond, scale)
+            tokens = self.sampler(cond, uncond, scales, batch).tolist()
         else:
-            logits = self.model.text_logits(hidden[cond_rows]).float()
-        tokens = self.sampler(logits, batch).tolist()
+            tokens = self.sampler(self.model.text_logits(hidden[cond_rows]), None, None, batch).tolist()
         for (request_id, i), token in zip(slots, tokens):
             results[request_id][i] = token
 

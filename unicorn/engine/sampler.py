@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unicorn.kernels.sampling import sample_ref
+from unicorn.kernels.sampling import sample_full_ref
 
 _MASK64 = (1 << 63) - 1
 
@@ -32,20 +32,29 @@ class SamplingBatch:
     steps: list[int]
 
 
-def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Guided logits ``uncond + (cond - uncond) * scale`` (transformers' operation order, for exact parity)."""
-    return uncond + (cond - uncond) * scale[:, None]
-
-
 class Sampler:
-    def __call__(self, logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
-        """logits: [B, V] -> token ids [B] (int64, on the logits' device)."""
-        device = logits.device
-        return sample_ref(
-            logits.float(),
+    """Samples with the fused Triton kernel (``use_triton``) or its torch reference: same contract, same ids."""
+
+    def __init__(self, use_triton: bool = False) -> None:
+        self.use_triton = use_triton
+
+    def __call__(
+        self, cond: torch.Tensor, uncond: torch.Tensor | None, cfg_scale: list[float] | None, batch: SamplingBatch
+    ) -> torch.Tensor:
+        """cond (and uncond) logits: [B, V]; the guided logits are ``uncond + scale * (cond - uncond)``.
+
+        Returns token ids [B] (int64, on the logits' device)."""
+        device = cond.device
+        args = (
+            torch.tensor(cfg_scale or [1.0] * cond.shape[0], dtype=torch.float32, device=device),
             torch.tensor(batch.temperature, dtype=torch.float32, device=device),
             torch.tensor(batch.top_k, dtype=torch.int64, device=device),
             torch.tensor(batch.top_p, dtype=torch.float32, device=device),
             torch.tensor(batch.seeds, dtype=torch.int64, device=device),
             torch.tensor(batch.steps, dtype=torch.int64, device=device),
         )
+        if self.use_triton:
+            from unicorn.kernels.sampling import sample
+
+            return sample(cond, uncond, *args)
+        return sample_full_ref(cond, uncond, *args)

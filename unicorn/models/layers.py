@@ -12,18 +12,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from unicorn.attention import AttentionMetadata, KVCache, paged_attention
+from unicorn.kernels import dispatch
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    # Computed in fp32 and cast back before the weight, as transformers' LlamaRMSNorm does.
-    input_dtype = x.dtype
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(input_dtype)
+    """LlamaRMSNorm (fp32 statistics, cast back before the weight); a Triton kernel on CUDA at inference."""
+    return dispatch.rms_norm(x, weight, eps)
 
 
 def silu_and_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    return F.silu(gate) * up
+    return dispatch.swiglu(gate, up)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

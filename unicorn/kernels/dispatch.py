@@ -1,0 +1,53 @@
+"""Thin dispatchers: the Triton kernel for CUDA tensors when Triton is importable, the torch reference otherwise."""
+from __future__ import annotations
+
+import torch
+
+from unicorn.kernels._triton_utils import HAS_TRITON
+
+
+def triton_available() -> bool:
+    return HAS_TRITON
+
+
+def use_triton(tensor: torch.Tensor) -> bool:
+    # The launchers have no autograd: training (grad enabled on a tensor that needs it) keeps the torch path.
+    needs_grad = torch.is_grad_enabled() and tensor.requires_grad
+    return tensor.is_cuda and triton_available() and not needs_grad
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, residual: torch.Tensor | None = None):
+    """See :func:`unicorn.kernels.rmsnorm.rms_norm`."""
+    if use_triton(x):
+        from unicorn.kernels.rmsnorm import rms_norm as fn
+    else:
+        from unicorn.kernels.rmsnorm import rms_norm_ref as fn
+    return fn(x, weight, eps, residual)
+
+
+def apply_rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0,
+               inv_freq: torch.Tensor | None = None):
+    """See :func:`unicorn.kernels.rope.apply_rope` (rotates q and k in place, returns them)."""
+    if use_triton(q):
+        from unicorn.kernels.rope import apply_rope as fn
+    else:
+        from unicorn.kernels.rope import apply_rope_ref as fn
+    return fn(q, k, positions, theta, inv_freq)
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """See :func:`unicorn.kernels.swiglu.swiglu`: silu(gate) * up."""
+    if use_triton(gate):
+        from unicorn.kernels.swiglu import swiglu as fn
+    else:
+        from unicorn.kernels.swiglu import swiglu_ref as fn
+    return fn(gate, up)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """See :func:`unicorn.kernels.swiglu.silu_and_mul`."""
+    if use_triton(x):
+        from unicorn.kernels.swiglu import silu_and_mul as fn
+    else:
+        from unicorn.kernels.swiglu import silu_and_mul_ref as fn
+    return fn(x)
