@@ -35,10 +35,19 @@ class EngineStats:
 
 
 def _choose_kernels(name: str, device: torch.device) -> str:
-    """"auto" takes the Triton kernels on a CUDA device when Triton imports, else the torch references."""
-    if name not in ("auto", "triton", "torch"):
-        raise ValueError(f"kernels must be 'auto', 'triton' or 'torch', got {name!r}")
+    """"auto": the Triton kernels on a CUDA device, the C++ CPU decode kernel on a CPU (each when it builds
+    here), else the torch references ("torch")."""
+    if name not in ("auto", "triton", "cpu", "torch"):
+        raise ValueError(f"kernels must be 'auto', 'triton', 'cpu' or 'torch', got {name!r}")
     if name == "torch":
+        return "torch"
+    if name == "cpu" or (name == "auto" and device.type == "cpu"):
+        from unicorn.kernels.cpu_attention import register_cpu_backend
+
+        if register_cpu_backend():
+            return "cpu"
+        if name == "cpu":
+            raise ValueError("kernels='cpu' needs a C++ compiler to build csrc/cpu (set none up here)")
         return "torch"
     from unicorn.kernels.attention_backend import register_triton_backends
 
@@ -69,8 +78,8 @@ class Engine:
         max_model_len: context limit (defaults to the model's).
         num_kv_blocks: size the pool exactly; otherwise ``kv_cache_memory`` bytes, otherwise a share of free memory.
         enable_prefix_caching: share computed blocks between requests by content hash.
-        kernels: "auto" (Triton kernels on CUDA, torch references on CPU), "torch" or "triton" (attention and
-            sampling; "triton" on CPU tensors needs TRITON_INTERPRET=1).
+        kernels: "auto" (Triton kernels on CUDA, the C++ decode-attention kernel on CPU), "triton", "cpu" or
+            "torch" (the plain references); "triton" on CPU tensors needs TRITON_INTERPRET=1.
         seed: seeds requests that do not give their own seed.
     """
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unicorn.kernels.sampling import sample_full_ref
+from unicorn.kernels.sampling import sample_fast
 
 _MASK64 = (1 << 63) - 1
 
@@ -57,4 +57,4 @@ class Sampler:
             from unicorn.kernels.sampling import sample
 
             return sample(cond, uncond, *args)
-        return sample_full_ref(cond, uncond, *args)
+        return sample_fast(cond, uncond, *args)

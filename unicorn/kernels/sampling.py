@@ -122,6 +122,47 @@ def sample_full_ref(cond_logits, uncond_logits, cfg_scale, temperature, top_k, t
     return sample_ref(cfg_logits_ref(cond_logits, uncond_logits, cfg_scale), temperature, top_k, top_p, seeds, steps)
 
 
+def _as_int32(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _mix32_int32_(x: torch.Tensor) -> torch.Tensor:
+    # lowbias32 in place on int32 tensors holding uint32 bits: products wrap mod 2^32, and the masks turn
+    # the arithmetic right shifts into logical ones.
+    x ^= (x >> 16) & 0xFFFF
+    x *= _as_int32(_MUL1)
+    x ^= (x >> 15) & 0x1FFFF
+    x *= _as_int32(_MUL2)
+    x ^= (x >> 16) & 0xFFFF
+    return x
+
+
+def uniform_noise_fast(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Bit-identical to :func:`uniform_noise_ref`, in 32-bit in-place arithmetic (the CPU engine's hot path)."""
+    k1, k2 = (torch.where(k >= 1 << 31, k - (1 << 32), k).to(torch.int32) for k in _hash_keys_ref(seeds, steps))
+    h = torch.arange(vocab, dtype=torch.int32, device=seeds.device)[None, :] ^ k1[:, None]
+    _mix32_int32_(h)
+    h ^= k2[:, None]
+    _mix32_int32_(h)
+    return ((h >> 9) & 0x7FFFFF).float().add_(0.5).mul_(1.0 / 8388608.0)
+
+
+def sample_fast(cond_logits, uncond_logits, cfg_scale, temperature, top_k, top_p, seeds, steps) -> torch.Tensor:
+    """Same ids as :func:`sample_full_ref`, skipping work no row needs (filters, noise for greedy rows)."""
+    x = cfg_logits_ref(cond_logits, uncond_logits, cfg_scale)
+    greedy = temperature <= 0
+    if bool(greedy.all()):
+        return x.argmax(-1)
+    s = x / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None] + 0.0
+    vocab = x.shape[1]
+    filtered = bool(((top_k > 0) & (top_k < vocab)).any() or (top_p < 1.0).any())
+    keep = _kept_mask_ref(s, top_k, top_p) if filtered else None
+    z = s.add_(uniform_noise_fast(seeds, steps, vocab).log_().neg_().log_().neg_())
+    if keep is not None:
+        z.masked_fill_(~keep, float("-inf"))
+    return torch.where(greedy, x.argmax(-1), z.argmax(-1))
+
+
 # ----------------------------------------------------------------------------------------------- Triton
 @triton.jit
 def _mix32(x):

@@ -1,0 +1,86 @@
+// Paged decode attention on the CPU: one query per sequence attends to its context by walking the block
+// table, so K/V are read once, in place (no gather copy, no padding mask). Per sequence: scores of every head
+// into a small buffer, softmax, then the weighted V rows. Built at run time by unicorn/kernels/cpu_ops.py.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+template <typename scalar_t>
+static void decode_kernel(const float* q, const scalar_t* k_cache, const scalar_t* v_cache,
+                          const int64_t* block_tables, const int64_t* seq_lens, float* out,
+                          int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                          int64_t block_size, int64_t max_blocks, float scale) {
+  const int64_t group = num_heads / num_kv_heads;
+  const int64_t token_stride = num_kv_heads * head_dim;  // one slot holds every KV head, contiguously
+  const int64_t block_stride = block_size * token_stride;
+  // One sequence per work item, all heads together, so each cached token row is read once, in order.
+  at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    std::vector<float> acc(num_heads * head_dim);
+    for (int64_t s = begin; s < end; ++s) {
+      const int64_t len = seq_lens[s];
+      const int64_t* table = block_tables + s * max_blocks;
+      const float* qs = q + s * num_heads * head_dim;
+      scores.assign(num_heads * len, 0.f);
+      for (int64_t t = 0; t < len; ++t) {
+        const scalar_t* row = k_cache + table[t / block_size] * block_stride + (t % block_size) * token_stride;
+        for (int64_t h = 0; h < num_heads; ++h) {
+          const scalar_t* kp = row + (h / group) * head_dim;
+          const float* qh = qs + h * head_dim;
+          float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * static_cast<float>(kp[d]);
+          scores[h * len + t] = dot * scale;
+        }
+      }
+      for (int64_t h = 0; h < num_heads; ++h) {
+        float* sh = scores.data() + h * len;
+        float max_score = -std::numeric_limits<float>::infinity();
+        for (int64_t t = 0; t < len; ++t) max_score = sh[t] > max_score ? sh[t] : max_score;
+        float total = 0.f;
+        for (int64_t t = 0; t < len; ++t) {
+          sh[t] = std::exp(sh[t] - max_score);
+          total += sh[t];
+        }
+        const float inv = 1.f / total;
+        for (int64_t t = 0; t < len; ++t) sh[t] *= inv;
+      }
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t t = 0; t < len; ++t) {
+        const scalar_t* row = v_cache + table[t / block_size] * block_stride + (t % block_size) * token_stride;
+        for (int64_t h = 0; h < num_heads; ++h) {
+          const scalar_t* vp = row + (h / group) * head_dim;
+          const float p = scores[h * len + t];
+          float* ah = acc.data() + h * head_dim;
+#pragma omp simd
+          for (int64_t d = 0; d < head_dim; ++d) ah[d] += p * static_cast<float>(vp[d]);
+        }
+      }
+      std::copy(acc.begin(), acc.end(), out + s * num_heads * head_dim);
+    }
+  });
+}
+
+// q: [B, Hq, D]; caches: [num_blocks, block_size, Hkv, D]; block_tables: [B, max_blocks] int64;
+// seq_lens: [B] int64. Returns [B, Hq, D] in q's dtype (computed in fp32).
+torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
+                           torch::Tensor block_tables, torch::Tensor seq_lens, double scale) {
+  TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "bad shapes");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "caches must be contiguous");
+  auto qf = q.to(torch::kFloat).contiguous();
+  auto tables = block_tables.to(torch::kLong).contiguous();
+  auto lens = seq_lens.to(torch::kLong).contiguous();
+  auto out = torch::empty_like(qf);
+  const int64_t num_seqs = q.size(0), num_heads = q.size(1), head_dim = q.size(2);
+  const int64_t block_size = k_cache.size(1), num_kv_heads = k_cache.size(2);
+  TORCH_CHECK(k_cache.size(3) == head_dim && num_heads % num_kv_heads == 0, "head shapes do not match");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, k_cache.scalar_type(), "paged_decode", [&] {
+    decode_kernel<scalar_t>(qf.data_ptr<float>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
+                            tables.data_ptr<int64_t>(), lens.data_ptr<int64_t>(), out.data_ptr<float>(), num_seqs,
+                            num_heads, num_kv_heads, head_dim, block_size, tables.size(1), static_cast<float>(scale));
+  });
+  return out.to(q.scalar_type());
+}
