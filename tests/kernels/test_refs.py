@@ -1,7 +1,6 @@
 """The torch references on CPU (no Triton needed): the sampling contract and the dispatchers' CPU path."""
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 

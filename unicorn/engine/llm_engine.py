@@ -7,7 +7,6 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence as Seq
 
 import torch
 
@@ -17,7 +16,7 @@ from unicorn.engine.model_runner import ModelRunner
 from unicorn.engine.outputs import ImageOutput, TextOutput, TextSample
 from unicorn.engine.params import ImageGenParams, SamplingParams
 from unicorn.engine.scheduler import Scheduler, SchedulerConfig
-from unicorn.engine.sequence import ImageInput, Request, RequestKind, Sequence
+from unicorn.engine.sequence import ImageInput, Request, RequestKind, Sequence, new_request_id
 
 
 class RequestError(ValueError):
@@ -142,8 +141,8 @@ class Engine:
         self.runner = ModelRunner(self.model, caches, block_size, attention_backend=self.kernels,
                                   use_triton_sampler=self.kernels == "triton")
         self._seed_stream = random.Random(seed)
-        self._pending: dict[int, tuple[Request, Any]] = {}
-        self._rejected: list[tuple[Request, Any]] = []
+        self._pending: dict[int, Request] = {}
+        self._rejected: list[TextOutput | ImageOutput] = []  # requests that failed validation, answered at run()
         self.stats = EngineStats()
 
     # ---- prompts --------------------------------------------------------------------------------
@@ -275,13 +274,14 @@ class Engine:
 
     def _enqueue(self, request: Request) -> int:
         self.scheduler.add_request(request)
-        self._pending[request.request_id] = (request, None)
+        self._pending[request.request_id] = request
         return request.request_id
 
     def _reject(self, kind: RequestKind, params, reason: str) -> int:
-        request = Request(kind, params, 0, [Sequence([0])], 0, error=reason)
-        self._rejected.append((request, None))
-        return request.request_id
+        output_type = TextOutput if kind is RequestKind.TEXT else ImageOutput
+        output = output_type(new_request_id(), prompt_token_ids=[], error=reason)
+        self._rejected.append(output)
+        return output.request_id
 
     # ---- running --------------------------------------------------------------------------------
     def step(self) -> list[Request]:
@@ -308,15 +308,15 @@ class Engine:
     def run(self, progress: bool = False) -> dict[int, TextOutput | ImageOutput]:
         """Runs every queued request to completion; returns outputs by request id."""
         results: dict[int, TextOutput | ImageOutput] = {}
-        for request, _ in self._rejected:
-            results[request.request_id] = self._output(request)
+        for output in self._rejected:
+            results[output.request_id] = output
         self._rejected.clear()
         total = len(self._pending)
         start = time.perf_counter()
         while self.scheduler.has_unfinished():
             for request in self.step():
                 results[request.request_id] = self._output(request)
-                self._pending.pop(request.request_id, None)
+                del self._pending[request.request_id]
                 if progress:
                     done = total - len(self._pending)
                     rate = done / max(time.perf_counter() - start, 1e-9)
@@ -350,20 +350,14 @@ class Engine:
     def _output(self, request: Request) -> TextOutput | ImageOutput:
         prompt_ids = request.rows[0].token_ids[: request.rows[0].num_prompt_tokens]
         if request.kind is RequestKind.TEXT:
-            out = TextOutput(request.request_id, prompt_ids, error=request.error,
-                             num_cached_tokens=request.rows[0].num_cached_tokens)
-            if request.error is None:
-                for i in range(request.n):
-                    tokens = request.sample_rows(i)[0].output_token_ids
-                    text = None if self.tokenizer is None else self.tokenizer.decode(
-                        tokens, skip_special_tokens=request.params.skip_special_tokens)
-                    out.samples.append(TextSample(text, tokens, request.finish_reasons[i]))
+            out = TextOutput(request.request_id, prompt_ids, num_cached_tokens=request.rows[0].num_cached_tokens)
+            for i in range(request.n):
+                tokens = request.sample_rows(i)[0].output_token_ids
+                text = None if self.tokenizer is None else self.tokenizer.decode(
+                    tokens, skip_special_tokens=request.params.skip_special_tokens)
+                out.samples.append(TextSample(text, tokens, request.finish_reasons[i]))
             return out
-        out = ImageOutput(request.request_id, prompt_ids, error=request.error,
-                          num_cached_tokens=request.rows[0].num_cached_tokens)
-        if request.error is None:
-            codes = torch.tensor([request.sample_rows(i)[0].output_token_ids for i in range(request.n)])
-            pixels = self.runner.decode_images(codes)
-            out.images = self.model.postprocess(pixels)
-            out.image_tokens = codes
-        return out
+        codes = torch.tensor([request.sample_rows(i)[0].output_token_ids for i in range(request.n)])
+        images = self.model.postprocess(self.runner.decode_images(codes))
+        return ImageOutput(request.request_id, prompt_ids, images, codes,
+                           num_cached_tokens=request.rows[0].num_cached_tokens)

@@ -109,6 +109,10 @@ class Sequence:
 _request_counter = itertools.count()
 
 
+def new_request_id() -> int:
+    return next(_request_counter)
+
+
 @dataclass
 class Request:
     """A text or image request and its rows.
@@ -124,11 +128,10 @@ class Request:
     seed: int
     rows: list[Sequence]
     max_output_tokens: int
-    request_id: int = field(default_factory=lambda: next(_request_counter))
+    request_id: int = field(default_factory=new_request_id)
     status: RequestStatus = RequestStatus.WAITING
     forked: bool = False
     finish_reasons: list[str | None] = field(default_factory=list)
-    error: str | None = None
     arrival_index: int = 0
     num_preemptions: int = 0
     num_times_bypassed: int = 0

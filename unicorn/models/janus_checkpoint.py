@@ -12,7 +12,7 @@ import torch
 
 from unicorn.models.errors import CheckpointError
 from unicorn.models.janus import JanusModel
-from unicorn.models.janus_config import JanusArch, TextArch, VisionArch, VQArch, janus_arch_from_hf_config, text_arch_from_dict
+from unicorn.models.janus_config import JanusArch, VisionArch, VQArch, janus_arch_from_hf_config, text_arch_from_dict
 from unicorn.models.janus_image import ImageProcessing
 from unicorn.models.spec import SpecialTokenIds
 from unicorn.models.tokenizer import Tokenizer
