@@ -161,3 +161,18 @@ def test_bypass_limit_stops_starvation():
     drive(s, on_step=lambda out: order.extend(r.request_id for r in out.sampling_requests
                                               if r.rows[0].num_output_tokens == 0))
     assert order.index(big.request_id) < order.index(smalls[-1].request_id)
+
+
+def test_block_reservation_keeps_kv_room_for_text_while_images_run():
+    # Without a reservation the image requests would fill the pool and the text request would wait 40 steps.
+    s = make(num_blocks=60, block_size=4, max_num_seqs=64, image_row_fraction=0.75)
+    images = [image_request([1, 2, 3, 4], n=1, num_tokens=40, seed=k) for k in range(5)]  # 2 x 11 blocks each
+    for r in images:
+        s.add_request(r)
+    out = s.schedule()
+    assert sum(1 for r in images if r in s.running) == 2  # 44 of the 45 blocks images may claim
+    s.update(out, {r.request_id: [7] for r in out.sampling_requests})
+    text = text_request([5, 6, 7], max_tokens=2)
+    s.add_request(text)
+    out = s.schedule()
+    assert any(item.seq is text.rows[0] for item in out.rows)

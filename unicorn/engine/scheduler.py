@@ -20,7 +20,8 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 4096
     max_model_len: int = 4096
     enable_chunked_prefill: bool = True
-    # Seats image rows may hold at admission, so long image requests never take every row from judge requests.
+    # Share of the seats (rows) and of the KV blocks that image requests may claim at admission, so long image
+    # requests never take every row or block from short judge requests. 1.0 turns the reservation off.
     image_row_fraction: float = 0.75
     # A waiting request that later ones overtook this often stops further overtaking (no starvation).
     max_bypass: int = 16
@@ -163,17 +164,25 @@ class Scheduler:
     def _seats_used(self, kind: RequestKind | None = None) -> int:
         return sum(r.max_rows() for r in self.running if kind is None or r.kind is kind)
 
+    def _fits_image_reservation(self, request: Request) -> bool:
+        """An image request is admitted only within its share of seats and (worst-case) KV blocks."""
+        running_images = [r for r in self.running if r.kind is RequestKind.IMAGE]
+        if request.kind is not RequestKind.IMAGE or not running_images:
+            return True  # a lone image request may always run, or it could never start
+        fraction = self.config.image_row_fraction
+        seats = sum(r.max_rows() for r in running_images) + request.max_rows()
+        blocks = sum(self.worst_case_blocks(r) for r in running_images) + self.worst_case_blocks(request)
+        return seats <= int(self.config.max_num_seqs * fraction) and blocks <= int(
+            self.block_manager.num_blocks * fraction)
+
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
         config = self.config
-        image_seat_cap = int(config.max_num_seqs * config.image_row_fraction)
         for request in list(self.waiting):
             if budget <= 0:
                 break
             admitted = False
-            fits_seats = self._seats_used() + request.max_rows() <= config.max_num_seqs
-            if request.kind is RequestKind.IMAGE and self._seats_used(RequestKind.IMAGE) > 0:
-                fits_seats &= self._seats_used(RequestKind.IMAGE) + request.max_rows() <= image_seat_cap
-            if fits_seats:
+            fits = self._seats_used() + request.max_rows() <= config.max_num_seqs
+            if fits and self._fits_image_reservation(request):
                 for row in self.active_rows(request):
                     self.block_manager.attach_cached_prefix(row)
                 planned = self._plan(request, budget)
