@@ -121,7 +121,9 @@ def _sampling(p: argparse.ArgumentParser, temperature: float) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unicorn", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="unicorn", description=__doc__,
+        epilog="also: `unicorn train ...` (fine-tuning on CPR data), `unicorn toyworld ...` (the embedded world)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="draw and judge images with the embedded default model")
     _common(p, model_required=False)
@@ -144,7 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Stages with their own command lines, dispatched before argparse sees their flags.
+_DELEGATED = {
+    "train": "unicorn.training.cli",
+    "toyworld": "unicorn.toyworld.cli",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _DELEGATED:
+        import importlib
+
+        return importlib.import_module(_DELEGATED[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

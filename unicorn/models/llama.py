@@ -44,10 +44,13 @@ class LlamaModel(nn.Module):
     def forward_dense(
         self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        # inputs_embeds: [B, L, H]; positions: [B, L]; attention_mask: [B, L] (1 = real token) or None
+        # inputs_embeds: [B, L, H]; positions: [B, L]; attention_mask: None (causal), [B, L] (1 = real token),
+        # or a ready bool [B, 1, L, L] (True = attend; e.g. block-diagonal causal for packed training rows)
         cos, sin = self.rotary_emb(positions, inputs_embeds.dtype)
         mask = None
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.dim() == 4:
+            mask = attention_mask.bool()
+        elif attention_mask is not None:
             length = inputs_embeds.shape[1]
             causal = torch.ones(length, length, dtype=torch.bool, device=inputs_embeds.device).tril()
             mask = causal[None] & attention_mask.bool()[:, None, :]

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning on CPR records: data packing, parallelisation (FSDP2 / DeepSpeed), checkpoints, export."""

@@ -1,0 +1,117 @@
+"""``unicorn train``: supervised fine-tuning on a CPR data set, in one process or under torchrun / deepspeed.
+
+    unicorn train --model ckpt/janus-pro-1b --data cpr/round1 --out runs/r1 --steps 500 --lr 2e-5 --warmup 20 \
+        --micro-batch 4 --grad-accum 2 --seq-len 2048 --save-every 100 --export ckpt/janus-pro-1b-r1
+    torchrun --nproc_per_node 8 -m unicorn.training.cli --backend fsdp2 ...
+    deepspeed --num_gpus 8 -m unicorn.training.cli --backend deepspeed --deepspeed-config zero3.json ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from unicorn.cpr.schema import KINDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unicorn train", description="Fine-tune a Janus checkpoint on CPR records.")
+    p.add_argument("--model", required=True, help="source checkpoint directory (transformers Janus layout)")
+    p.add_argument("--data", required=True, help="CPR data set directory (manifest.json + data-*.jsonl)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints/, metrics.jsonl")
+    p.add_argument("--backend", default="single", choices=["single", "fsdp2", "deepspeed"])
+    p.add_argument("--deepspeed-config", help="DeepSpeed JSON (ZeRO stage etc.); must agree with the flags")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine floor as a fraction of --lr")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--micro-batch", type=int, default=1, help="packed rows per rank per micro-step")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (<= 0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind-weights", default=None, help='loss weight per kind, e.g. "t2i=1,caption=0.5"')
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")
+    p.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint under --out")
+    p.add_argument("--resume-from", help="continue from this checkpoint directory")
+    p.add_argument("--export", help="write the trained model here (engine layout) at the end")
+    p.add_argument("--on-bad-record", default="stop", choices=["stop", "skip"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--freeze-vision", action="store_true", help="freeze the SigLIP tower")
+    p.add_argument("--log-every", type=int, default=1)
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
+    return p
+
+
+def _kind_weights(text: str | None) -> dict:
+    weights = {k: 1.0 for k in KINDS}
+    if not text:
+        return weights
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() not in KINDS or not value:
+            raise ValueError(f"--kind-weights: expected kind=weight with kind in {', '.join(KINDS)}, got {part!r}")
+        weights[name.strip()] = float(value)
+    return weights
+
+
+def config_from_args(args):
+    from unicorn.training.config import OptimConfig, TrainConfig
+
+    optim = OptimConfig(lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
+                        min_lr_ratio=args.min_lr_ratio, clip=args.clip)
+    return TrainConfig(
+        model=args.model, data=args.data, out=args.out, backend=args.backend, deepspeed_config=args.deepspeed_config,
+        steps=args.steps, micro_batch=args.micro_batch, grad_accum=args.grad_accum, seq_len=args.seq_len,
+        seed=args.seed, optim=optim, kind_weights=_kind_weights(args.kind_weights), save_every=args.save_every,
+        keep=args.keep, resume=args.resume, resume_from=args.resume_from, export=args.export,
+        on_bad_record=args.on_bad_record, device=args.device, precision=args.precision,
+        activation_checkpointing=args.activation_checkpointing, compile=args.compile,
+        freeze_vision=args.freeze_vision, log_every=args.log_every,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    from unicorn.cpr.schema import RecordError
+    from unicorn.models.errors import CheckpointError
+    from unicorn.training.checkpoint import ResumeError
+    from unicorn.training.config import ConfigError
+
+    try:
+        config = config_from_args(args)
+        from unicorn.training.trainer import Trainer
+
+        trainer = Trainer(config)
+        summary = trainer.train()
+    except (ConfigError, RecordError, CheckpointError, ResumeError, ValueError, RuntimeError) as e:
+        if os.environ.get("UNICORN_DEBUG"):
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    if trainer.rank == 0:
+        print("summary: " + json.dumps(summary))
+    _shutdown()
+    return 0
+
+
+def _shutdown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

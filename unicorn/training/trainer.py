@@ -1,0 +1,218 @@
+"""The training loop: data -> backend forward/backward/step -> metrics -> checkpoints -> export.
+
+One optimizer step takes ``grad_accum`` micro-batches of ``micro_batch`` packed rows per rank. Each kind's loss is
+the mean CE over its target tokens in the whole global step, and the step loss is their weighted sum (loss.py), so
+single, fsdp2 and deepspeed runs with the same global batch compute the same numbers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import torch
+
+from unicorn.cpr.schema import KINDS
+from unicorn.models import load_model, load_tokenizer
+from unicorn.training import checkpoint as ckpt
+from unicorn.training.backends import Backend, build_backend
+from unicorn.training.config import TrainConfig
+from unicorn.training.data import PAD, DataConfig, SampleEncoder, VQCodeSource, kind_token_counts
+from unicorn.training.export import export_janus
+from unicorn.training.loss import weighted_step_loss
+from unicorn.training.model import TrainingModel
+
+PEAK_BF16_FLOPS = 989e12  # H100 SXM dense bf16, for MFU
+SHORT = {"t2i": "t2i", "caption": "cap", "judgement": "jud", "reflection": "ref"}
+
+
+def _pick_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda but no CUDA device is available")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+class MetricsLog:
+    """Appends one JSON line per step (a single write per line; rank 0 only)."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        if path:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def write(self, row: dict) -> None:
+        if not self.path:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg = cfg
+        self.device = _pick_device(cfg)
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        if self.bf16 and self.device.type != "cuda":
+            raise RuntimeError("--precision bf16 needs a GPU; on CPU training runs in fp32")
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        load_device = self.device if cfg.backend == "single" else torch.device("cpu")
+        janus = load_model(cfg.model, device=load_device, dtype=torch.float32)
+        self.spec = janus.spec
+        vq = janus.vqmodel.to(self.device)
+        self.tie_word_embeddings = janus.arch.tie_word_embeddings
+        self.backend: Backend = build_backend(cfg, self.device, self.bf16)
+        self.backend.setup(TrainingModel(janus.train()))
+        self.rank, self.world_size = self.backend.rank, self.backend.world_size
+        self.log = log if self.rank == 0 else (lambda *a, **k: None)
+
+        tokenizer = load_tokenizer(cfg.model)
+        encoder = SampleEncoder(tokenizer, self.spec, cfg.data, VQCodeSource(vq, janus.image_processing, self.spec, self.device))
+        data_cfg = DataConfig(cfg.data, cfg.seq_len, cfg.micro_batch, cfg.seed, cfg.on_bad_record)
+        self.data = data_cfg.build(encoder, janus.image_processing, self.rank, self.world_size, warn=self.log)
+        self.weights = torch.tensor(cfg.weights(), dtype=torch.float32)
+        self.num_params = sum(p.numel() for p in janus.parameters())  # without the VQ codec (removed above)
+        self.step = 0
+        self.ckpt_root = os.path.join(cfg.out, "checkpoints")
+        self.metrics = MetricsLog(os.path.join(cfg.out, "metrics.jsonl") if self.rank == 0 else None)
+        self.history: list[dict] = []
+        if cfg.resume or cfg.resume_from:
+            self._resume()
+
+    # ---- checkpoints --------------------------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        return {
+            "backend": self.cfg.backend, "world_size": self.world_size,
+            "model_hash": ckpt.model_config_hash(self.cfg.model), "freeze_vision": self.cfg.freeze_vision,
+            "micro_batch": self.cfg.micro_batch, "grad_accum": self.cfg.grad_accum, "seq_len": self.cfg.seq_len,
+        }
+
+    def save(self) -> str:
+        root = self.ckpt_root
+        if self.rank == 0:
+            os.makedirs(root, exist_ok=True)
+            ckpt.prepare_tmp(root, self.step)
+        self.backend.barrier()
+        path = ckpt.tmp_dir(root, self.step)
+        self.backend.save(path)
+        ckpt.save_rng(path, self.rank)
+        self.backend.barrier()
+        final = ckpt.step_dir(root, self.step)
+        if self.rank == 0:
+            state = {"step": self.step, "data": self.data.state_dict(), "model": self.cfg.model}
+            meta = {**self._meta(), "step": self.step, "model_path": self.cfg.model}
+            ckpt.finalize(root, self.step, meta, state, self.cfg.keep)
+        self.backend.barrier()
+        return final
+
+    def _resume(self) -> None:
+        path = self.cfg.resume_from or ckpt.latest_checkpoint(self.ckpt_root)
+        if path is None:
+            self.log(f"no checkpoint under {self.ckpt_root}; starting from step 0")
+            return
+        ckpt.check_compatible(path, self._meta())
+        self.backend.load(path)
+        ckpt.load_rng(path, self.rank)
+        state = ckpt.read_trainer_state(path)
+        self.data.load_state_dict(state["data"])
+        self.step = state["step"]
+        self.log(f"resumed from {path} at step {self.step}")
+
+    # ---- training -----------------------------------------------------------------------------------------------
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def train_step(self) -> dict:
+        cfg, backend = self.cfg, self.backend
+        start = time.perf_counter()
+        micro = [self.data.next_batch() for _ in range(cfg.grad_accum)]
+        counts = backend.all_reduce_sum(sum(kind_token_counts(b) for b in micro))  # [K] float64, global
+        tokens = backend.all_reduce_sum(torch.tensor([float(sum((b["source"] != PAD).sum() for b in micro))]))
+        lr = cfg.optim.lr_at(self.step, cfg.steps)
+        backend.set_lr(lr)
+        sums = torch.zeros(len(KINDS), dtype=torch.float64)
+        for i, batch in enumerate(micro):
+            batch = self._to_device(batch)
+            with backend.autocast():
+                ce_sums = backend.forward(batch)
+            loss = weighted_step_loss(ce_sums, counts.to(ce_sums.device), self.weights, self.world_size)
+            backend.backward(loss, last_micro=i == cfg.grad_accum - 1)
+            sums += ce_sums.detach().double().cpu()
+        grad_norm = backend.step(cfg.optim.clip)
+        sums = backend.all_reduce_sum(sums)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        self.step += 1
+
+        per_kind = {k: float(sums[i] / counts[i]) for i, k in enumerate(KINDS) if counts[i] > 0}
+        loss_value = sum(float(self.weights[KINDS.index(k)]) * v for k, v in per_kind.items())
+        row = {
+            "step": self.step, "loss": loss_value, "loss_per_kind": per_kind,
+            "tokens_per_kind": {k: int(counts[i]) for i, k in enumerate(KINDS)},
+            "lr": lr, "grad_norm": grad_norm, "tokens": int(tokens.item()), "step_time_s": elapsed,
+            "tokens_per_s": float(tokens.item()) / elapsed,
+            "padding": 1.0 - float(tokens.item()) / (cfg.seq_len * cfg.micro_batch * cfg.grad_accum * self.world_size),
+        }
+        if self.device.type == "cuda":
+            row["mfu"] = 6 * self.num_params * row["tokens"] / elapsed / (PEAK_BF16_FLOPS * self.world_size)
+        return row
+
+    def _progress(self, row: dict) -> str:
+        kinds = " ".join(f"{SHORT[k]} {v:.3f}" for k, v in row["loss_per_kind"].items())
+        line = (f"step {row['step']}/{self.cfg.steps} | loss {row['loss']:.4f} ({kinds}) | lr {row['lr']:.2e} | "
+                f"gnorm {row['grad_norm']:.3f} | {row['tokens_per_s']:.0f} tok/s")
+        return line + (f" | mfu {100 * row['mfu']:.1f}%" if "mfu" in row else "")
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        started = time.perf_counter()
+        first_step = self.step
+        if self.step == 0 and self.rank == 0:
+            self.log(f"training {cfg.backend} x{self.world_size} on {self.device}: {len(self.data.records)} records "
+                     f"{self.data.counts}, {self.num_params / 1e6:.2f}M params, seq_len {cfg.seq_len}")
+        while self.step < cfg.steps:
+            row = self.train_step()
+            self.history.append(row)
+            self.metrics.write(row)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                self.log(self._progress(row))
+            if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps:
+                self.save()
+            if cfg.stop_after is not None and self.step >= cfg.stop_after:
+                break
+        elapsed = time.perf_counter() - started
+        done = self.history[-(self.step - first_step):] if self.step > first_step else []
+        summary = {
+            "steps": self.step, "elapsed_s": elapsed,
+            "final_loss": done[-1]["loss"] if done else None,
+            "final_loss_per_kind": done[-1]["loss_per_kind"] if done else None,
+            "tokens_per_s": sum(r["tokens"] for r in done) / max(elapsed, 1e-9),
+            "checkpoint": ckpt.latest_checkpoint(self.ckpt_root),
+        }
+        if cfg.export:
+            summary["export"] = self.export(cfg.export)
+        return summary
+
+    # ---- export -------------------------------------------------------------------------------------------------
+    def full_janus_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained JanusModel's weights by our names (rank 0; other ranks get {}); a collective."""
+        state = self.backend.full_state_dict()
+        return {k.removeprefix("janus."): v for k, v in state.items()}
+
+    def export(self, out_dir: str) -> str:
+        state = self.full_janus_state_dict()
+        if self.rank == 0:
+            export_janus(state, self.cfg.model, out_dir, tie_word_embeddings=self.tie_word_embeddings)
+            self.log(f"exported to {out_dir}")
+        self.backend.barrier()
+        return out_dir
