@@ -76,7 +76,8 @@ def test_a_pool_too_small_for_the_load_preempts_and_still_gives_the_same_outputs
     assert roomy.stats.num_preemptions == 0
     prompt_len = len(roomy._image_prompt(prompts[0]))
     one_request = 4 * -(-(prompt_len + roomy.spec.num_image_tokens) // 4)  # 2 samples x (cond, uncond) rows
-    tight = Engine(ckpt, num_kv_blocks=one_request + 8, block_size=4)  # room for little more than one
+    # Room for little more than one request, and no image reservation, so admitted requests must be preempted.
+    tight = Engine(ckpt, num_kv_blocks=one_request + 8, block_size=4, image_row_fraction=1.0)
     got = image_tokens(tight.generate_images(prompts, params))
     assert tight.stats.num_preemptions > 0
     assert got == expected
@@ -105,3 +106,20 @@ def test_bad_params(kwargs, match):
         SamplingParams(**kwargs)
     with pytest.raises(ValueError, match=match):
         ImageGenParams(**kwargs)
+
+
+def test_fp8_kv_cache_runs_and_stays_close(ckpt):
+    import torch
+
+    exact = Engine(ckpt, num_kv_blocks=256, kernels="torch")
+    fp8 = Engine(ckpt, num_kv_blocks=256, kv_cache_dtype="fp8_e4m3")
+    assert fp8.runner.kv_caches[0].key.dtype == torch.float8_e4m3fn and fp8.kernels == "torch"
+    prompt = {"prompt_token_ids": exact._image_prompt("a red circle")}
+    ids = prompt["prompt_token_ids"]
+    # Same first-step image logits within fp8 rounding; whole generations run to completion.
+    a = exact.generate_images(ids, ImageGenParams(n=2, temperature=0.0))[0]
+    b = fp8.generate_images(ids, ImageGenParams(n=2, temperature=0.0))[0]
+    assert a.image_tokens.shape == b.image_tokens.shape
+    assert (a.image_tokens[:, :4] == b.image_tokens[:, :4]).float().mean() >= 0.5
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        Engine(ckpt, num_kv_blocks=8, kv_cache_dtype="int4")

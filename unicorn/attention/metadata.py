@@ -8,10 +8,15 @@ import torch
 
 @dataclass
 class KVCache:
-    """One layer's paged cache. Both tensors: [num_blocks, block_size, num_kv_heads, head_dim]."""
+    """One layer's paged cache. Both tensors: [num_blocks, block_size, num_kv_heads, head_dim].
+
+    An fp8 cache stores ``x / scale`` (``k_scale`` / ``v_scale``); reads multiply back.
+    """
 
     key: torch.Tensor
     value: torch.Tensor
+    k_scale: float = 1.0
+    v_scale: float = 1.0
 
     @property
     def block_size(self) -> int:

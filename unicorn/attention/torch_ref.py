@@ -5,15 +5,17 @@ import torch
 import torch.nn.functional as F
 
 from unicorn.attention.metadata import AttentionMetadata, KVCache
+from unicorn.kernels.store_kv import FP8_DTYPES
+from unicorn.kernels.store_kv import store_kv_ref as store_kv_tensors_ref
 
 
 def store_kv_ref(key: torch.Tensor, value: torch.Tensor, cache: KVCache, slot_mapping: torch.Tensor) -> None:
-    """Writes new K/V rows ([T, Hkv, D]) into the paged cache at their slots."""
-    num_blocks, block_size, num_heads, head_dim = cache.key.shape
-    cache.key.view(num_blocks * block_size, num_heads, head_dim).index_copy_(0, slot_mapping, key.to(cache.key.dtype))
-    cache.value.view(num_blocks * block_size, num_heads, head_dim).index_copy_(
-        0, slot_mapping, value.to(cache.value.dtype)
-    )
+    """Writes new K/V rows ([T, Hkv, D]) into the paged cache at their slots (fp8 caches scaled)."""
+    store_kv_tensors_ref(key, value, cache.key, cache.value, slot_mapping, cache.k_scale, cache.v_scale)
+
+
+def _dequantized(x: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    return x.to(dtype) * scale if x.dtype in FP8_DTYPES else x
 
 
 def gather_kv_ref(cache: KVCache, block_table: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +25,7 @@ def gather_kv_ref(cache: KVCache, block_table: torch.Tensor, seq_len: int) -> tu
     table = block_table[:num_blocks]
     key = cache.key[table].flatten(0, 1)[:seq_len]
     value = cache.value[table].flatten(0, 1)[:seq_len]
-    return key, value
+    return _dequantized(key, cache.k_scale, torch.float32), _dequantized(value, cache.v_scale, torch.float32)
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
@@ -52,6 +54,7 @@ def _decode_batched(q: torch.Tensor, cache: KVCache, meta: AttentionMetadata, sc
     num_kv_heads = cache.key.shape[2]
     key = cache.key[tables].view(num_seqs, max_blocks * block_size, num_kv_heads, head_dim)
     value = cache.value[tables].view(num_seqs, max_blocks * block_size, num_kv_heads, head_dim)
+    key, value = _dequantized(key, cache.k_scale, q.dtype), _dequantized(value, cache.v_scale, q.dtype)
     if num_kv_heads != num_heads:
         key = key.repeat_interleave(num_heads // num_kv_heads, dim=2)
         value = value.repeat_interleave(num_heads // num_kv_heads, dim=2)

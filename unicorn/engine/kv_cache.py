@@ -44,5 +44,6 @@ def copy_blocks(caches: list[KVCache], copies: list[tuple[int, int]]) -> None:
     src = torch.tensor([s for s, _ in copies], dtype=torch.long, device=device)
     dst = torch.tensor([d for _, d in copies], dtype=torch.long, device=device)
     for cache in caches:
-        cache.key.index_copy_(0, dst, cache.key.index_select(0, src))
-        cache.value.index_copy_(0, dst, cache.value.index_select(0, src))
+        for tensor in (cache.key, cache.value):
+            raw = tensor.view(torch.uint8)  # bytes: index_copy_ has no fp8 kernel on CPU
+            raw.index_copy_(0, dst, raw.index_select(0, src))

@@ -58,6 +58,13 @@ def _choose_kernels(name: str, device: torch.device) -> str:
     return "triton"
 
 
+def _kv_cache_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
+    choices = {"auto": model_dtype, "fp8_e4m3": torch.float8_e4m3fn}
+    if name not in choices:
+        raise ValueError(f"kv_cache_dtype must be one of {', '.join(choices)}, got {name!r}")
+    return choices[name]
+
+
 def _image_content_hash(image) -> int:
     digest = hashlib.sha256()
     digest.update(f"{image.mode}{image.size}".encode())
@@ -77,6 +84,7 @@ class Engine:
         max_model_len: context limit (defaults to the model's).
         num_kv_blocks: size the pool exactly; otherwise ``kv_cache_memory`` bytes, otherwise a share of free memory.
         enable_prefix_caching: share computed blocks between requests by content hash.
+        kv_cache_dtype: "auto" (the model's dtype) or "fp8_e4m3" (half the KV bytes of bf16, scale 1.0).
         kernels: "auto" (Triton kernels on CUDA, the C++ decode-attention kernel on CPU), "triton", "cpu" or
             "torch" (the plain references); "triton" on CPU tensors needs TRITON_INTERPRET=1.
         seed: seeds requests that do not give their own seed.
@@ -99,6 +107,7 @@ class Engine:
         enable_chunked_prefill: bool = True,
         image_row_fraction: float = 0.75,
         kernels: str = "auto",
+        kv_cache_dtype: str = "auto",
         seed: int = 0,
         model=None,
         tokenizer=None,
@@ -116,13 +125,17 @@ class Engine:
         self.spec = self.model.spec
         spec = self.spec
         self.max_model_len = min(max_model_len or spec.max_position_embeddings, spec.max_position_embeddings)
+        cache_dtype = _kv_cache_dtype(kv_cache_dtype, spec.dtype)
         if num_kv_blocks is None:
             budget = kv_cache_memory if kv_cache_memory is not None else default_kv_budget(
                 self.device, 0, memory_fraction
             )
-            num_kv_blocks = num_blocks_for_budget(budget, block_size, spec.kv_bytes_per_token)
+            bytes_per_token = spec.kv_bytes_per_token // spec.dtype.itemsize * cache_dtype.itemsize
+            num_kv_blocks = num_blocks_for_budget(budget, block_size, bytes_per_token)
         if num_kv_blocks < 1:
             raise ValueError(f"the KV-cache budget holds no block of {block_size} tokens")
+        if cache_dtype != spec.dtype and kernels == "auto" and self.device.type == "cpu":
+            kernels = "torch"  # the C++ decode kernel reads caches of the model's dtype only
         self.kernels = _choose_kernels(kernels, self.device)
         self.block_manager = BlockManager(num_kv_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(
@@ -136,7 +149,7 @@ class Engine:
             self.block_manager,
         )
         caches = allocate_kv_caches(
-            spec.num_layers, num_kv_blocks, block_size, spec.num_kv_heads, spec.head_dim, spec.dtype, self.device
+            spec.num_layers, num_kv_blocks, block_size, spec.num_kv_heads, spec.head_dim, cache_dtype, self.device
         )
         self.runner = ModelRunner(self.model, caches, block_size, attention_backend=self.kernels,
                                   use_triton_sampler=self.kernels == "triton")

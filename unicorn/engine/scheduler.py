@@ -167,9 +167,9 @@ class Scheduler:
     def _fits_image_reservation(self, request: Request) -> bool:
         """An image request is admitted only within its share of seats and (worst-case) KV blocks."""
         running_images = [r for r in self.running if r.kind is RequestKind.IMAGE]
-        if request.kind is not RequestKind.IMAGE or not running_images:
-            return True  # a lone image request may always run, or it could never start
         fraction = self.config.image_row_fraction
+        if request.kind is not RequestKind.IMAGE or not running_images or fraction >= 1.0:
+            return True  # a lone image request may always run, or it could never start
         seats = sum(r.max_rows() for r in running_images) + request.max_rows()
         blocks = sum(self.worst_case_blocks(r) for r in running_images) + self.worst_case_blocks(request)
         return seats <= int(self.config.max_num_seqs * fraction) and blocks <= int(
