@@ -79,7 +79,7 @@ def main() -> None:
     print(f"engine: {num_images} images, tokens {engine_tokens_s:.1f}s ({num_images / engine_tokens_s:.3f} img/s), "
           f"VQ decode {engine_decode_s:.1f}s; steps {stats.num_steps}, preemptions {stats.num_preemptions}, "
           f"prefix hits {stats.prefix_hit_tokens}/{stats.prefix_query_tokens} tokens")
-    prompt_ids = [engine._image_prompt(p) for p in prompts]
+    prompt_ids = [engine.prompts.image(p) for p in prompts]
     del engine
 
     config = {"preset": args.preset, "prompts": args.prompts, "rollouts": args.rollouts, "cfg": 5.0,

@@ -40,7 +40,7 @@ def test_same_seed_same_output_alone_and_in_a_busy_batch(ckpt):
 def test_rollouts_share_the_prompt_and_unconditional_prompts_share_across_requests(ckpt):
     engine = Engine(ckpt, num_kv_blocks=512, block_size=4)
     prompts = ["a blue square next to a small green triangle", "three yellow stars in a row on black"]
-    ids = [engine._image_prompt(p) for p in prompts]
+    ids = [engine.prompts.image(p) for p in prompts]
     engine.submit_image(prompts[0], ImageGenParams(n=4, seed=1))
     out = engine.scheduler.schedule()
     # Before the fork only the two template rows (cond, uncond) compute the prompt.
@@ -56,8 +56,8 @@ def test_rollouts_share_the_prompt_and_unconditional_prompts_share_across_reques
         assert engine.block_manager.ref_count(cond_tables[0][b]) == 4
     engine.run()
     # A second request whose prompt has the same length hits the cached content-free unconditional prompt.
-    other = engine._uncond_ids(engine._image_prompt(prompts[1]))
-    first = engine._uncond_ids(ids[0])
+    other = engine.prompts.uncond(engine.prompts.image(prompts[1]))
+    first = engine.prompts.uncond(ids[0])
     engine.submit_image(prompts[1], ImageGenParams(n=1, seed=2))
     request = engine.scheduler.waiting[0]
     engine.step()
@@ -74,7 +74,7 @@ def test_a_pool_too_small_for_the_load_preempts_and_still_gives_the_same_outputs
     roomy = Engine(ckpt, num_kv_blocks=1024, block_size=4)
     expected = image_tokens(roomy.generate_images(prompts, params))
     assert roomy.stats.num_preemptions == 0
-    prompt_len = len(roomy._image_prompt(prompts[0]))
+    prompt_len = len(roomy.prompts.image(prompts[0]))
     one_request = 4 * -(-(prompt_len + roomy.spec.num_image_tokens) // 4)  # 2 samples x (cond, uncond) rows
     # Room for little more than one request, and no image reservation, so admitted requests must be preempted.
     tight = Engine(ckpt, num_kv_blocks=one_request + 8, block_size=4, image_row_fraction=1.0)
@@ -114,7 +114,7 @@ def test_fp8_kv_cache_runs_and_stays_close(ckpt):
     exact = Engine(ckpt, num_kv_blocks=256, kernels="torch")
     fp8 = Engine(ckpt, num_kv_blocks=256, kv_cache_dtype="fp8_e4m3")
     assert fp8.runner.kv_caches[0].key.dtype == torch.float8_e4m3fn and fp8.kernels == "torch"
-    prompt = {"prompt_token_ids": exact._image_prompt("a red circle")}
+    prompt = {"prompt_token_ids": exact.prompts.image("a red circle")}
     ids = prompt["prompt_token_ids"]
     # Same first-step image logits within fp8 rounding; whole generations run to completion.
     a = exact.generate_images(ids, ImageGenParams(n=2, temperature=0.0))[0]

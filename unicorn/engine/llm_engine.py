@@ -1,7 +1,6 @@
 """The public engine: load a checkpoint, then generate text or images with continuous batching."""
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import sys
@@ -16,11 +15,8 @@ from unicorn.engine.model_runner import ModelRunner
 from unicorn.engine.outputs import ImageOutput, TextOutput, TextSample
 from unicorn.engine.params import ImageGenParams, SamplingParams
 from unicorn.engine.scheduler import Scheduler, SchedulerConfig
-from unicorn.engine.sequence import ImageInput, Request, RequestKind, Sequence, new_request_id
-
-
-class RequestError(ValueError):
-    """A single request cannot run (its output carries the reason; the other requests still finish)."""
+from unicorn.engine.prompts import PromptProcessor, RequestError
+from unicorn.engine.sequence import Request, RequestKind, Sequence, new_request_id
 
 
 @dataclass
@@ -63,13 +59,6 @@ def _kv_cache_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
     if name not in choices:
         raise ValueError(f"kv_cache_dtype must be one of {', '.join(choices)}, got {name!r}")
     return choices[name]
-
-
-def _image_content_hash(image) -> int:
-    digest = hashlib.sha256()
-    digest.update(f"{image.mode}{image.size}".encode())
-    digest.update(image.tobytes())
-    return int.from_bytes(digest.digest()[:8], "little")
 
 
 class Engine:
@@ -153,75 +142,11 @@ class Engine:
         )
         self.runner = ModelRunner(self.model, caches, block_size, attention_backend=self.kernels,
                                   use_triton_sampler=self.kernels == "triton")
+        self.prompts = PromptProcessor(self.spec, self.tokenizer, self.model.preprocess_images, model_path)
         self._seed_stream = random.Random(seed)
         self._pending: dict[int, Request] = {}
         self._rejected: list[TextOutput | ImageOutput] = []  # requests that failed validation, answered at run()
         self.stats = EngineStats()
-
-    # ---- prompts --------------------------------------------------------------------------------
-    def _text_prompt(self, prompt) -> tuple[list[int], list[ImageInput]]:
-        """str -> tokenized with BOS; list[int] or {"prompt_token_ids": [...]} -> as given;
-        {"messages": [...]} -> the model's chat format, images expanded to their placeholders."""
-        images: list = []
-        if isinstance(prompt, dict) and "messages" in prompt:
-            from unicorn.models.janus_chat import understanding_prompt
-
-            messages = prompt["messages"]
-            text = understanding_prompt(messages, self.spec.num_image_tokens, prompt.get("system_prompt"))
-            ids = self._tokenizer_or_fail().encode(text, add_bos=True)
-            images = [part["image"] for m in messages if not isinstance(m["content"], str)
-                      for part in m["content"] if part.get("type") == "image"]
-        elif isinstance(prompt, dict) and "prompt_token_ids" in prompt:
-            ids = [int(t) for t in prompt["prompt_token_ids"]]
-            images = list(prompt.get("images", []))
-        elif isinstance(prompt, str):
-            ids = self._tokenizer_or_fail().encode(prompt, add_bos=True)
-        elif isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
-            ids = list(prompt)
-        else:
-            raise RequestError(
-                f"unsupported prompt of type {type(prompt).__name__}: give a str, a list of token ids, "
-                "{'prompt_token_ids': [...]} or {'messages': [...]}"
-            )
-        return ids, self._place_images(ids, images)
-
-    def _tokenizer_or_fail(self):
-        if self.tokenizer is None:
-            raise RequestError(f"{self.model_path} has no tokenizer.json: give prompts as token ids")
-        return self.tokenizer
-
-    def _place_images(self, ids: list[int], images: list) -> list[ImageInput]:
-        spec = self.spec
-        starts = [i for i, t in enumerate(ids) if t == spec.image_token_id and (i == 0 or ids[i - 1] != t)]
-        num_placeholders = sum(1 for t in ids if t == spec.image_token_id)
-        if len(starts) != len(images) or num_placeholders != len(images) * spec.num_image_tokens:
-            raise RequestError(
-                f"prompt has {num_placeholders} image placeholder tokens in {len(starts)} runs for {len(images)} "
-                f"images; each image needs one run of {spec.num_image_tokens}"
-            )
-        placed = []
-        if images:
-            pixels = self.model.preprocess_images(list(images))
-            for start, image, pixel_values in zip(starts, images, pixels):
-                placed.append(ImageInput(start, spec.num_image_tokens, _image_content_hash(image), pixel_values))
-        return placed
-
-    def _image_prompt(self, prompt) -> list[int]:
-        """str -> the model's image-generation template ending in <begin_of_image>; ids -> as given."""
-        if isinstance(prompt, str):
-            from unicorn.models.janus_chat import generation_prompt
-
-            return self._tokenizer_or_fail().encode(generation_prompt(prompt), add_bos=True)
-        if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
-            prompt = prompt["prompt_token_ids"]
-        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
-            return list(prompt)
-        raise RequestError(f"unsupported image prompt of type {type(prompt).__name__}: give a str or token ids")
-
-    def _uncond_ids(self, ids: list[int]) -> list[int]:
-        """The content-free prompt: every id but BOS and <begin_of_image> becomes pad (as Janus trains it)."""
-        keep = {self.spec.bos_token_id, self.spec.boi_token_id}
-        return [t if t in keep else self.spec.pad_token_id for t in ids]
 
     # ---- submission -----------------------------------------------------------------------------
     def _seed(self, seed: int | None) -> int:
@@ -243,16 +168,12 @@ class Engine:
         """Queues a text request; returns its id (results come from :meth:`run`)."""
         params = params or SamplingParams()
         try:
-            ids, images = self._text_prompt(prompt)
-            if not ids:
-                raise RequestError("empty prompt")
+            ids, images = self.prompts.text(prompt)
             if len(ids) >= self.max_model_len:
                 raise RequestError(
                     f"prompt has {len(ids)} tokens but the context is {self.max_model_len} tokens "
                     "(no room to generate)"
                 )
-            if max(ids) >= self.spec.text_vocab_size or min(ids) < 0:
-                raise RequestError(f"prompt has token ids outside the vocabulary [0, {self.spec.text_vocab_size})")
             max_out = min(params.max_tokens, self.max_model_len - len(ids))
             row = Sequence(ids, images=images, output_kind="text")
             request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out)
@@ -266,19 +187,15 @@ class Engine:
         """Queues an image request (n images, CFG as a group of rows); returns its id."""
         params = params or ImageGenParams()
         try:
-            ids = self._image_prompt(prompt)
-            if not ids:
-                raise RequestError("empty prompt")
+            ids = self.prompts.image(prompt)
             if len(ids) + self.spec.num_image_tokens > self.max_model_len:
                 raise RequestError(
                     f"prompt has {len(ids)} tokens; with {self.spec.num_image_tokens} image tokens that exceeds "
                     f"the context of {self.max_model_len} tokens"
                 )
-            if max(ids) >= self.spec.text_vocab_size or min(ids) < 0:
-                raise RequestError(f"prompt has token ids outside the vocabulary [0, {self.spec.text_vocab_size})")
             rows = [Sequence(ids, output_kind="image")]
             if params.cfg_scale != 1.0:  # at scale 1 the guided logits are the conditional ones
-                rows.append(Sequence(self._uncond_ids(ids), is_uncond=True, output_kind="image"))
+                rows.append(Sequence(self.prompts.uncond(ids), is_uncond=True, output_kind="image"))
             request = Request(RequestKind.IMAGE, params, self._seed(params.seed), rows, self.spec.num_image_tokens)
             self._check_fits(request, len(ids))
         except RequestError as err:
