@@ -17,14 +17,15 @@ def ckpt(tmp_path_factory):
     return str(path)
 
 
-def test_demo_writes_images_and_judgements(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("UNICORN_CACHE", str(tmp_path / "cache"))
-    assert main(["demo", "--out", str(tmp_path / "out"), "--n", "1"]) == 0
+def test_demo_on_the_shipped_model_writes_images_and_judgements(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "out"), "--n", "2"]) == 0
     records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    assert len(records) == 4
+    assert len(records) == 8
     for record in records:
-        assert (tmp_path / "out" / record["image"]).exists() and isinstance(record["judgement"], str)
-    assert "img/s" in capsys.readouterr().out
+        assert (tmp_path / "out" / record["image"]).exists()
+        assert "Score:" in record["judgement"] and 0 <= record["oracle_score"] <= 10
+    out = capsys.readouterr().out
+    assert "toyworld-janus" in out and "img/s" in out
 
 
 def one_error_line(capsys):

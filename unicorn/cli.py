@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,48 +15,39 @@ def _engine(args):
                   seed=args.seed)
 
 
-def _default_model_dir() -> Path:
-    """The embedded default checkpoint, written on first use (a tiny random Janus until the toy world ships)."""
-    from unicorn.models.janus_tiny import write_random_janus_checkpoint
-
-    cache = Path(os.environ.get("UNICORN_CACHE", Path.home() / ".cache" / "unicorn"))
-    path = cache / "tiny-janus-random"
-    if not (path / "config.json").exists():
-        write_random_janus_checkpoint(path, preset="tiny", seed=0)
-    return path
-
-
 def cmd_demo(args) -> None:
+    """Draws toy-world prompts with the model, has the same model judge each image, and grades both with the
+    world's oracle (the ground truth the model never sees)."""
+    import random
+
     from unicorn.engine.params import ImageGenParams, SamplingParams
+    from unicorn.toyworld import judge as oracle_judge
+    from unicorn.toyworld import make_prompt, sample_scene
+    from unicorn.toyworld.model import default_model_path
+    from unicorn.toyworld.model.evaluate import judge_request
 
     if args.model is None:
-        args.model = str(_default_model_dir())
+        args.model = str(default_model_path())
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = _engine(args)
-    prompts = [
-        "a red circle left of a blue square",
-        "three green triangles on a white background",
-        "the word CAT written in black",
-        "a small yellow star above a large purple circle",
-    ]
+    rng = random.Random(args.seed)
+    scenes = [sample_scene(category, rng) for category in ("attribute", "counting", "spatial", "text")]
+    prompts = [make_prompt(scene, rng) for scene in scenes]
     start = time.perf_counter()
-    images = engine.generate_images(prompts, ImageGenParams(n=args.n, cfg_scale=5.0, temperature=1.0, seed=args.seed),
+    images = engine.generate_images(prompts, ImageGenParams(n=args.n, cfg_scale=1.0, temperature=1.0, seed=args.seed),
                                     progress=True)
     image_time = time.perf_counter() - start
-    records = []
-    questions = []
-    for p, output in zip(prompts, images):
+    records, judge_prompts = [], []
+    for scene, prompt, output in zip(scenes, prompts, images):
         for i, image in enumerate(output.images):
-            name = f"img_{output.request_id:03d}_{i}.png"
+            name = f"img_{len(records):03d}.png"
             image.save(out_dir / name)
-            records.append({"prompt": p, "image": name, "seed": args.seed, "sample": i})
-            questions.append({"messages": [{"role": "user", "content": [
-                {"type": "image", "image": image},
-                {"type": "text", "text": f"Does this image show: {p}? Reason, then give 'Score: N' from 0 to 10."},
-            ]}]})
+            records.append({"prompt": prompt, "category": scene.category, "image": name, "seed": args.seed,
+                            "sample": i, "oracle_score": oracle_judge(scene, image).score})
+            judge_prompts.append(judge_request(prompt, image))
     start = time.perf_counter()
-    judgements = engine.generate(questions, SamplingParams(max_tokens=24, temperature=0.0), progress=True)
+    judgements = engine.generate(judge_prompts, SamplingParams(max_tokens=48, temperature=0.0), progress=True)
     judge_time = time.perf_counter() - start
     for record, judgement in zip(records, judgements):
         record["judgement"] = judgement.text
@@ -66,6 +56,8 @@ def cmd_demo(args) -> None:
     tmp.replace(out_dir / "results.jsonl")
     num_images = len(records)
     print(f"model: {args.model}")
+    for record in records[:: max(1, args.n)]:
+        print(f"  {record['image']}  {record['prompt']!r}\n      judge: {record['judgement']!r}  oracle: {record['oracle_score']:.0f}/10")
     print(f"{num_images} images in {image_time:.1f}s ({num_images / image_time:.2f} img/s); "
           f"{len(judgements)} judgements in {judge_time:.1f}s")
     print(f"prefix-cache hits: {engine.stats.prefix_hit_tokens}/{engine.stats.prefix_query_tokens} prompt tokens; "
@@ -125,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="unicorn", description=__doc__,
         epilog="also: `unicorn train ...` (fine-tuning on CPR data), `unicorn toyworld ...` (the embedded world)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="draw and judge images with the embedded default model")
+    p = sub.add_parser("demo", help="draw and judge toy-world images with the embedded default model")
     _common(p, model_required=False)
     p.add_argument("--n", type=int, default=2, help="images per prompt")
     p.add_argument("--out", default="out/demo")

@@ -1,0 +1,29 @@
+"""`unicorn toyworld pretrain --quick` runs the whole pipeline (tokenizer, VQ, CPR data, the project's trainer,
+export) and is deterministic: the same seed gives the same model.safetensors bytes."""
+import os
+
+import pytest
+
+from unicorn.toyworld.model.data import WorldDataConfig, corpus_texts
+from unicorn.toyworld.model.tokenizer import template_texts, train_world_tokenizer
+
+
+def test_world_tokenizer_is_deterministic_and_compact():
+    corpus = corpus_texts(WorldDataConfig(scenes_per_category=4)) + template_texts()
+    a, b = train_world_tokenizer(corpus, 640), train_world_tokenizer(corpus, 640)
+    assert a.to_str() == b.to_str()
+    assert len(a.encode("a large red circle to the left of a small blue square.").ids) <= 14
+
+
+@pytest.mark.slow
+def test_quick_pretrain_is_deterministic(tmp_path):
+    from unicorn.toyworld.cli import main
+    from unicorn.toyworld.pretrain import file_sha256
+
+    hashes = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert main(["pretrain", "--out", str(out), "--seed", "3", "--quick"]) == 0
+        assert {"config.json", "tokenizer.json", "model.safetensors", "pretrain_report.json"} <= set(os.listdir(out))
+        hashes.append(file_sha256(str(out / "model.safetensors")))
+    assert hashes[0] == hashes[1]

@@ -1,0 +1,226 @@
+"""Oracle-labelled pretraining data for the toy-world Janus, written as a CPR data set (unicorn/cpr/schema.py).
+
+Per scene (all deterministic from ``"{seed}:{split}:{category}:{index}"``):
+    caption     clean render -> its prompt                                   (kind caption, default instruction)
+    questions   an image -> the oracle's answer to a UniCycle question        (kind caption, instruction = question)
+    judgement   prompt + an image -> rubric reasoning + ``Score: N``          (kind judgement, oracle report)
+    proposing   a blank image + "propose a prompt in category X" -> prompt    (kind caption: the schema has no
+                text-only record, so a fixed blank image stands for "no image")
+    t2i         prompt -> VQ codes of a render, for a minority of scenes only (kind t2i)
+
+Judged and questioned images are varied so that answers depend on the pixels: the clean render, generator-like
+degradations, deliberately wrong scenes (``corrupt.mutate``), another scene's render, VQ round trips (which look like
+the model's own drawings) and blanks. The model thus gets far more understanding than drawing data, on purpose.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from unicorn.cpr.schema import CaptionRecord, ImageRef, JudgementRecord, T2IRecord, write_dataset
+from unicorn.models.tokenizer import DEFAULT_SPECIAL_TOKENS
+from unicorn.toyworld import corrupt
+from unicorn.toyworld.oracle import RUBRICS, OracleReport, judge
+from unicorn.toyworld.prompts import make_prompt
+from unicorn.toyworld.questions import Question, make_questions
+from unicorn.toyworld.render import render_array
+from unicorn.toyworld.sampler import sample_scene
+from unicorn.toyworld.scene import CATEGORIES, PLAIN_BACKGROUNDS, Scene
+
+PROPOSE_INSTRUCTION = "Propose a new text-to-image prompt in the category '{category}'."
+BLANK_IMAGE = "images/blank.png"
+VARIANTS = ("clean", "degraded", "wrong", "wrong_degraded", "other", "vq", "vq_wrong", "blank")
+VARIANT_WEIGHTS = (2, 2, 4, 2, 1, 2, 2, 1)
+
+
+@dataclass(frozen=True)
+class WorldDataConfig:
+    scenes_per_category: int = 250
+    judged_per_scene: int = 3
+    questions_per_scene: int = 2
+    t2i_fraction: float = 0.4  # of scenes that also give a text-to-image record
+    uncond_fraction: float = 0.1  # of t2i records whose prompt is only pad tokens (for classifier-free guidance)
+    propose_fraction: float = 0.3
+    image_size: int = 64
+    seed: int = 0
+
+
+def question_text(q: Question) -> str:
+    """The question as asked of the model: multiple choice lists its options."""
+    if q.type == "mc":
+        return f"{q.question} Options: {', '.join(q.options)}."
+    if q.type == "yesno":
+        return f"{q.question} Answer yes or no."
+    return q.question
+
+
+def judge_reasoning(report: OracleReport) -> str:
+    """Short reasoning over the category's rubric, criterion by criterion (the target before ``Score: N``)."""
+    parts = []
+    for name, weight in RUBRICS[report.category].items():
+        got = report.points.get(name, 0.0)
+        verdict = "right" if got >= weight - 1e-6 else "wrong" if got <= 1e-6 else "partly right"
+        parts.append(f"{name} {verdict}")
+    return ", ".join(parts) + "."
+
+
+@dataclass
+class Item:
+    """One scene with its prompt, questions and clean render."""
+    key: str
+    category: str
+    scene: Scene
+    prompt: str
+    questions: list[Question]
+    rgb: np.ndarray
+
+
+def make_item(category: str, index: int, seed: int, split: str, size: int = 64) -> Item:
+    key = f"{seed}:{split}:{category}:{index}"
+    rng = random.Random(key)
+    scene = sample_scene(category, rng)
+    prompt = make_prompt(scene, rng)
+    return Item(key, category, scene, prompt, make_questions(scene, rng), render_array(scene, size))
+
+
+def vq_roundtrip(vq, rgbs: list[np.ndarray], batch_size: int = 32) -> tuple[list[np.ndarray], list[list[int]]]:
+    """uint8 [S, S, 3] images -> (the VQ's reconstructions as uint8, their codes), in batches."""
+    recons, codes = [], []
+    with torch.no_grad():
+        for i in range(0, len(rgbs), batch_size):
+            pixels = torch.from_numpy(np.stack(rgbs[i : i + batch_size])).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            ids = vq.encode(pixels)
+            out = ((vq.decode(ids).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            recons += list(out)
+            codes += ids.tolist()
+    return recons, codes
+
+
+def vq_codes(vq, rgbs: list[np.ndarray], batch_size: int = 64) -> list[list[int]]:
+    with torch.no_grad():
+        return [c for i in range(0, len(rgbs), batch_size) for c in vq.encode(
+            torch.from_numpy(np.stack(rgbs[i : i + batch_size])).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)).tolist()]
+
+
+def variant_image(item: Item, variant: str, rng: random.Random, nrng: np.random.Generator, size: int) -> np.ndarray:
+    """The image of a variant; for the VQ variants, the image still to be sent through the VQ."""
+    if variant == "clean" or variant == "vq":
+        return item.rgb
+    if variant == "degraded":
+        return corrupt.degrade(item.rgb, nrng, strength=rng.uniform(0.5, 2.0))
+    if variant in ("wrong", "wrong_degraded", "vq_wrong"):
+        kinds = list(corrupt.KEY_MUTATIONS[item.category]) * 3 + ["colour", "shape", "count", "size"]
+        for _ in range(8):
+            try:
+                wrong = render_array(corrupt.mutate(item.scene, rng.choice(kinds), rng), size)
+                break
+            except (ValueError, IndexError, AssertionError):
+                continue
+        else:
+            wrong = corrupt.degrade(item.rgb, nrng, strength=2.5)
+        if variant == "wrong_degraded":
+            return corrupt.degrade(wrong, nrng, strength=rng.uniform(0.5, 1.5))
+        return wrong
+    if variant == "other":
+        return render_array(sample_scene(item.category, rng), size)
+    if variant == "blank":
+        colour = Image.new("RGB", (1, 1), rng.choice(PLAIN_BACKGROUNDS)).getpixel((0, 0))
+        return np.broadcast_to(np.array(colour, np.uint8), (size, size, 3)).copy()
+    raise ValueError(variant)
+
+
+class ImageWriter:
+    def __init__(self, root: str):
+        self.root = root
+        os.makedirs(os.path.join(root, "images"), exist_ok=True)
+
+    def __call__(self, name: str, rgb: np.ndarray) -> ImageRef:
+        rel = f"images/{name}.png"
+        Image.fromarray(rgb).save(os.path.join(self.root, rel))
+        return ImageRef(path=rel)
+
+
+def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "train", log=print) -> dict:
+    """Writes the CPR data set to ``out_dir``; returns the manifest counts and the text corpus size."""
+    write = ImageWriter(out_dir)
+    blank = np.full((cfg.image_size, cfg.image_size, 3), 128, np.uint8)
+    write("blank", blank)
+    pad = DEFAULT_SPECIAL_TOKENS["pad_token"]
+    records = []
+    for category in CATEGORIES:
+        scenes = []  # (item, rng, nrng, [(variant, rgb)], t2i target or None, t2i prompt)
+        for index in range(cfg.scenes_per_category):
+            item = make_item(category, index, cfg.seed, split, cfg.image_size)
+            rng = random.Random("data:" + item.key)
+            nrng = np.random.default_rng(hash_key(item.key))
+            variants = rng.choices(VARIANTS, weights=VARIANT_WEIGHTS, k=cfg.judged_per_scene)
+            judged = [(v, variant_image(item, v, rng, nrng, cfg.image_size)) for v in variants]
+            propose = rng.random() < cfg.propose_fraction
+            target, t2i_prompt = None, item.prompt
+            if rng.random() < cfg.t2i_fraction:
+                target = item.rgb if rng.random() < 0.5 else corrupt.degrade(item.rgb, nrng, strength=1.0)
+                if rng.random() < cfg.uncond_fraction:
+                    t2i_prompt = pad * rng.randint(4, 24)
+            scenes.append((index, item, rng, judged, propose, target, t2i_prompt))
+        # the VQ runs batched over the category: round trips for the vq variants, codes for the t2i targets
+        to_vq = [(i, j) for i, sc in enumerate(scenes) for j, (v, _) in enumerate(sc[3]) if v.startswith("vq")]
+        recons, _ = vq_roundtrip(vq, [scenes[i][3][j][1] for i, j in to_vq]) if to_vq else ([], [])
+        for (i, j), rgb in zip(to_vq, recons):
+            scenes[i][3][j] = (scenes[i][3][j][0], rgb)
+        with_t2i = [i for i, sc in enumerate(scenes) if sc[5] is not None]
+        codes = dict(zip(with_t2i, vq_codes(vq, [scenes[i][5] for i in with_t2i]) if with_t2i else []))
+
+        for i, (index, item, rng, judged, propose, target, t2i_prompt) in enumerate(scenes):
+            rid = f"{category}-{index:05d}"
+            clean = write(f"{rid}-clean", item.rgb)
+            records.append(CaptionRecord(id=f"{rid}-cap", category=category, prompt=item.prompt, image=clean,
+                                         seed=cfg.seed, provenance={"source": "toyworld", "key": item.key}))
+            for j, (variant, rgb) in enumerate(judged):
+                ref = clean if variant == "clean" else write(f"{rid}-{j}-{variant}", rgb)
+                report = judge(item.scene, rgb, item.questions)
+                records.append(JudgementRecord(
+                    id=f"{rid}-jud{j}", category=category, prompt=item.prompt, image=ref, seed=cfg.seed,
+                    reasoning=judge_reasoning(report), score=report.score,
+                    provenance={"source": "toyworld", "key": item.key, "variant": variant, "oracle": report.raw_score}))
+                asked = rng.sample(item.questions, min(cfg.questions_per_scene, len(item.questions)))
+                for q in asked[: 1 + (j == 0)]:
+                    records.append(CaptionRecord(
+                        id=f"{rid}-q{j}{q.id}", category=category, prompt=report.answers[q.id] or "none", image=ref,
+                        instruction=question_text(q), seed=cfg.seed,
+                        provenance={"source": "toyworld", "key": item.key, "variant": variant, "question": q.to_dict()}))
+            if propose:
+                records.append(CaptionRecord(
+                    id=f"{rid}-prop", category=category, prompt=item.prompt, image=ImageRef(path=BLANK_IMAGE),
+                    instruction=PROPOSE_INSTRUCTION.format(category=category), seed=cfg.seed,
+                    provenance={"source": "toyworld", "key": item.key, "role": "proposer"}))
+            if target is not None:
+                records.append(T2IRecord(id=f"{rid}-t2i", category=category, prompt=t2i_prompt, seed=cfg.seed,
+                                         image=ImageRef(vq_codes=tuple(codes[i])),
+                                         provenance={"source": "toyworld", "key": item.key}))
+        log(f"data: {category} done ({len(records)} records)")
+    manifest = write_dataset(out_dir, records, source_model="toyworld-oracle", seed=cfg.seed, config=asdict(cfg))
+    return {"counts": manifest.counts, "num_records": manifest.num_records}
+
+
+def hash_key(key: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+
+
+def corpus_texts(cfg: WorldDataConfig, split: str = "train") -> list[str]:
+    """The text the tokenizer is trained on: prompts, questions, answers, reasoning words, per scene."""
+    texts = []
+    for category in CATEGORIES:
+        texts.append(PROPOSE_INSTRUCTION.format(category=category))
+        for index in range(cfg.scenes_per_category):
+            item = make_item(category, index, cfg.seed, split, cfg.image_size)
+            texts.append(item.prompt)
+            texts += [question_text(q) + " " + q.answer for q in item.questions]
+        texts.append(" ".join(f"{name} right, {name} wrong, {name} partly right." for name in RUBRICS[category]))
+    return texts

@@ -1,0 +1,142 @@
+"""Rebuilds the toy-world Janus from scratch: tokenizer -> VQ -> oracle-labelled CPR data -> LM pretraining.
+
+    unicorn toyworld pretrain --out DIR --seed 0 [--quick]
+
+Every stage is seeded; the same seed on the same machine (and torch thread count) gives the same
+model.safetensors (its sha256 is printed and written to DIR/pretrain_report.json). The LM, the understanding encoder,
+the aligners and the generation head are trained by the project's trainer (unicorn/training) on the CPR data set;
+the VQ codec is trained first by its own small loop (model/vq_train.py) and stays frozen afterwards.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from unicorn.models.janus_checkpoint import name_to_hf_key
+from unicorn.models.janus_config import VQArch
+from unicorn.models.janus_tiny import write_random_janus_checkpoint
+from unicorn.toyworld.model.data import WorldDataConfig, build_world_dataset, corpus_texts
+from unicorn.toyworld.model.tokenizer import template_texts, train_world_tokenizer
+from unicorn.toyworld.model.vq_train import VQTrainConfig, train_vq
+
+# The shipped architecture: about 2.3M parameters, ~5 MB in bf16. 64 px images, 8x8 = 64 tokens for both the SigLIP-style
+# understanding encoder (patch 8) and the VQ codec (8x downsampling).
+TEXT = dict(vocab_size=640, hidden_size=128, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=4, max_position_embeddings=512)
+VISION = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=8, mlp_ratio=2)
+VQ = dict(embed_dim=8, num_embeddings=512, latent_channels=32, base_channels=32, channel_multiplier=[1, 1, 2, 2],
+          num_res_blocks=1)
+
+
+@dataclass(frozen=True)
+class LMTrainConfig:
+    steps: int = 2400
+    micro_batch: int = 4
+    seq_len: int = 512
+    lr: float = 2e-3
+    warmup: int = 30
+    weight_decay: float = 0.01
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    seed: int = 0
+    data: WorldDataConfig = field(default_factory=WorldDataConfig)
+    vq: VQTrainConfig = field(default_factory=VQTrainConfig)
+    lm: LMTrainConfig = field(default_factory=LMTrainConfig)
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> "PretrainConfig":
+        """A minute-scale run with the same pipeline (for tests): tiny data, few steps."""
+        return cls(seed=seed, data=WorldDataConfig(scenes_per_category=6, seed=seed),
+                   vq=VQTrainConfig(num_images=64, steps=6, reseed_every=3, seed=seed),
+                   lm=LMTrainConfig(steps=4, micro_batch=2, seq_len=512, warmup=1))
+
+    def with_seed(self, seed: int) -> "PretrainConfig":
+        return replace(self, seed=seed, data=replace(self.data, seed=seed), vq=replace(self.vq, seed=seed))
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_initial_checkpoint(path: str, tokenizer, vq_state: dict[str, torch.Tensor], seed: int) -> None:
+    """The trainer's starting point: random LM / vision / heads, our tokenizer, the trained VQ codec."""
+    from safetensors.torch import load_file, save_file
+
+    # bf16 on disk keeps the shipped checkpoint small; the trainer loads and trains it in fp32 and exports bf16
+    write_random_janus_checkpoint(path, preset="tiny", text=TEXT, vision=VISION, vq=VQ, seed=seed, dtype=torch.bfloat16)
+    tokenizer.save(os.path.join(path, "tokenizer.json"))  # same special ids 0..5 as the writer's own tokenizer
+    weights = os.path.join(path, "model.safetensors")
+    tensors = load_file(weights)
+    for name, tensor in vq_state.items():
+        key = name_to_hf_key("vqmodel." + name)
+        assert key in tensors and tensors[key].shape == tensor.shape, (key, tensor.shape)
+        tensors[key] = tensor.detach().to(tensors[key].dtype).contiguous()
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+
+def pretrain(out: str, cfg: PretrainConfig, work_dir: str | None = None, log=print) -> dict:
+    """Builds the checkpoint at ``out`` (engine layout); returns the report also written to out/pretrain_report.json."""
+    from unicorn.training.config import OptimConfig, TrainConfig
+    from unicorn.training.trainer import Trainer
+
+    torch.manual_seed(cfg.seed)
+    work = work_dir or out.rstrip("/") + ".work"
+    if os.path.exists(work):
+        shutil.rmtree(work)
+    os.makedirs(work)
+    times = {}
+    start = t = time.perf_counter()
+
+    corpus = corpus_texts(cfg.data) + template_texts()
+    tokenizer = train_world_tokenizer(corpus, TEXT["vocab_size"])
+    times["tokenizer_s"] = time.perf_counter() - t
+    log(f"tokenizer: {tokenizer.get_vocab_size()} tokens from {len(corpus)} texts ({times['tokenizer_s']:.1f}s)")
+
+    t = time.perf_counter()
+    vq_arch = VQArch(**{**VQ, "channel_multiplier": tuple(VQ["channel_multiplier"])}, projection_dim=TEXT["hidden_size"])
+    vq, vq_stats = train_vq(vq_arch, VISION["image_size"] // VISION["patch_size"], cfg.vq, log=log)
+    times["vq_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    init_dir = os.path.join(work, "init")
+    write_initial_checkpoint(init_dir, tokenizer, vq.state_dict(), cfg.seed)
+    data_dir = os.path.join(work, "data")
+    data_stats = build_world_dataset(data_dir, vq, cfg.data, log=log)
+    times["data_s"] = time.perf_counter() - t
+    log(f"data: {data_stats} ({times['data_s']:.1f}s)")
+
+    t = time.perf_counter()
+    lm = cfg.lm
+    train_cfg = TrainConfig(
+        model=init_dir, data=data_dir, out=os.path.join(work, "train"), backend="single", steps=lm.steps,
+        micro_batch=lm.micro_batch, seq_len=lm.seq_len, seed=cfg.seed, device="cpu", precision="fp32",
+        optim=OptimConfig(lr=lm.lr, warmup=lm.warmup, schedule="cosine", weight_decay=lm.weight_decay, clip=1.0),
+        log_every=max(1, lm.steps // 30), export=out, keep=1,
+    )
+    summary = Trainer(train_cfg, log=log).train()
+    times["lm_s"] = time.perf_counter() - t
+    times["total_s"] = time.perf_counter() - start
+
+    weights = os.path.join(out, "model.safetensors")
+    os.chmod(weights, 0o644)  # shipped in the package: readable by everyone
+    report = {
+        "seed": cfg.seed, "config": asdict(cfg), "times": times, "torch_threads": torch.get_num_threads(),
+        "vq": vq_stats, "data": data_stats, "lm": {k: v for k, v in summary.items() if k != "export"},
+        "model_safetensors_sha256": file_sha256(weights), "model_safetensors_bytes": os.path.getsize(weights),
+    }
+    with open(os.path.join(out, "pretrain_report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    log(f"pretrained {out} in {times['total_s']:.0f}s; model.safetensors sha256 {report['model_safetensors_sha256']}")
+    return report
