@@ -147,9 +147,12 @@ class ModelRunner:
         for (request_id, i), token in zip(slots, tokens):
             results[request_id][i] = token
 
-    def decode_images(self, image_tokens: torch.Tensor) -> torch.Tensor:
+    def decode_images(self, image_tokens: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        """VQ-decodes [N, num_image_tokens] codes to pixels, a few images at a time (full-resolution
+        activations of many images at once cost more in memory traffic than they save)."""
         with torch.inference_mode():
-            return self.model.decode_image_tokens(image_tokens.to(self.device))
+            codes = image_tokens.to(self.device)
+            return torch.cat([self.model.decode_image_tokens(codes[i : i + chunk]) for i in range(0, len(codes), chunk)])
 
     def release_images(self, request: Request) -> None:
         for image in request.rows[0].images:
