@@ -63,11 +63,16 @@ _CORPUS = [
 ] * 4
 
 
-def train_tokenizer(vocab_size: int):
-    """A byte-level BPE over a built-in corpus, with Janus' special tokens (ids 0..5)."""
+SPECIAL_NAMES = ("bos_token", "eos_token", "pad_token", "image_token", "boi_token", "eoi_token")  # ids 0..5
+
+
+def train_tokenizer(vocab_size: int, corpus: list[str] | None = None):
+    """A byte-level BPE over ``corpus`` (default: a built-in one), with Janus' special tokens (ids 0..5).
+
+    Deterministic for a given corpus (order included) and vocab size."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    specials = [DEFAULT_SPECIAL_TOKENS[k] for k in ("bos_token", "eos_token", "pad_token", "image_token", "boi_token", "eoi_token")]
+    specials = [DEFAULT_SPECIAL_TOKENS[k] for k in SPECIAL_NAMES]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -77,7 +82,7 @@ def train_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS, trainer)
+    tok.train_from_iterator(_CORPUS if corpus is None else corpus, trainer)
     assert tok.get_vocab_size() <= vocab_size, (tok.get_vocab_size(), vocab_size)
     return tok
 

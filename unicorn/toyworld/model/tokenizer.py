@@ -5,13 +5,13 @@ special ids hold for this tokenizer too.
 """
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 
 from unicorn.models.janus_chat import DEFAULT_SYSTEM_PROMPT
+from unicorn.models.janus_tiny import SPECIAL_NAMES, train_tokenizer
 from unicorn.models.tokenizer import DEFAULT_SPECIAL_TOKENS
 from unicorn.training import formats
 
-SPECIAL_NAMES = ("bos_token", "eos_token", "pad_token", "image_token", "boi_token", "eoi_token")
 
 
 def template_texts(repeat: int = 1000) -> list[str]:
@@ -23,13 +23,7 @@ def template_texts(repeat: int = 1000) -> list[str]:
 
 def train_world_tokenizer(corpus: list[str], vocab_size: int) -> Tokenizer:
     """Deterministic for a given corpus (order included) and vocab size."""
+    tok = train_tokenizer(vocab_size, corpus)
     specials = [DEFAULT_SPECIAL_TOKENS[k] for k in SPECIAL_NAMES]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
-    assert tok.get_vocab_size() <= vocab_size, (tok.get_vocab_size(), vocab_size)
     assert [tok.token_to_id(s) for s in specials] == list(range(len(specials))), "special tokens must be ids 0..5"
     return tok
