@@ -1,8 +1,11 @@
-"""The engine's fast CPU sampling path picks exactly the reference's ids (and the same noise bits)."""
+"""The engine's fast CPU sampling paths (torch, and the one-pass C++ op) pick exactly the reference's ids."""
 import pytest
 import torch
 
+from unicorn.kernels import cpu_ops
 from unicorn.kernels.sampling import sample_fast, sample_full_ref, uniform_noise_fast, uniform_noise_ref
+
+CPU_OPS = [None] + ([cpu_ops.load()] if cpu_ops.available() else [])
 
 
 def test_noise_bits_equal_the_reference():
@@ -11,9 +14,10 @@ def test_noise_bits_equal_the_reference():
     assert torch.equal(uniform_noise_fast(seeds, steps, 1009), uniform_noise_ref(seeds, steps, 1009))
 
 
-@pytest.mark.parametrize("vocab", [97, 1009])
+@pytest.mark.parametrize("ops", CPU_OPS, ids=lambda m: "cpp" if m else "torch")
+@pytest.mark.parametrize("vocab", [97, 1009, 16384])
 @pytest.mark.parametrize("with_uncond", [False, True])
-def test_same_ids_as_reference(vocab, with_uncond):
+def test_same_ids_as_reference(vocab, with_uncond, ops):
     gen = torch.Generator().manual_seed(vocab)
     batch = 12
     cond = torch.randn(batch, vocab, generator=gen) * 3
@@ -26,4 +30,5 @@ def test_same_ids_as_reference(vocab, with_uncond):
     steps = torch.arange(batch) * 13
     for filters in ((top_k, top_p), (torch.zeros_like(top_k), torch.ones_like(top_p))):
         expected = sample_full_ref(cond, uncond, scale, temperature, *filters, seeds, steps)
-        assert torch.equal(sample_fast(cond, uncond, scale, temperature, *filters, seeds, steps), expected)
+        got = sample_fast(cond, uncond, scale, temperature, *filters, seeds, steps, cpu_ops=ops)
+        assert torch.equal(got, expected)

@@ -140,8 +140,7 @@ class Engine:
         caches = allocate_kv_caches(
             spec.num_layers, num_kv_blocks, block_size, spec.num_kv_heads, spec.head_dim, cache_dtype, self.device
         )
-        self.runner = ModelRunner(self.model, caches, block_size, attention_backend=self.kernels,
-                                  use_triton_sampler=self.kernels == "triton")
+        self.runner = ModelRunner(self.model, caches, block_size, kernels=self.kernels)
         self.prompts = PromptProcessor(self.spec, self.tokenizer, self.model.preprocess_images, model_path)
         self._seed_stream = random.Random(seed)
         self._pending: dict[int, Request] = {}

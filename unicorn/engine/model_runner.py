@@ -16,15 +16,14 @@ from unicorn.engine.sequence import Request, RequestKind, Sequence
 
 class ModelRunner:
     def __init__(
-        self, model, kv_caches: list[KVCache], block_size: int, attention_backend: str, use_triton_sampler: bool = False
-    ) -> None:
+        self, model, kv_caches: list[KVCache], block_size: int, kernels: str = "torch") -> None:
         self.model = model
         self.spec = model.spec
         self.kv_caches = kv_caches
         self.block_size = block_size
-        self.attention_backend = attention_backend
+        self.attention_backend = kernels  # "torch", "cpu" or "triton": the attention and sampling implementations
         self.device = kv_caches[0].key.device
-        self.sampler = Sampler(use_triton_sampler)
+        self.sampler = Sampler(kernels)
         self.encoder_cache: dict[int, torch.Tensor] = {}  # image content hash -> [num_image_tokens, H]
 
     # ---- inputs ---------------------------------------------------------------------------------

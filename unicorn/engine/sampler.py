@@ -33,10 +33,11 @@ class SamplingBatch:
 
 
 class Sampler:
-    """Samples with the fused Triton kernel (``use_triton``) or its torch reference: same contract, same ids."""
+    """Samples with the fused Triton kernel, the one-pass C++ CPU op, or torch: same contract, same ids."""
 
-    def __init__(self, use_triton: bool = False) -> None:
-        self.use_triton = use_triton
+    def __init__(self, backend: str = "torch") -> None:
+        assert backend in ("torch", "cpu", "triton"), backend
+        self.backend = backend
 
     def __call__(
         self, cond: torch.Tensor, uncond: torch.Tensor | None, cfg_scale: list[float] | None, batch: SamplingBatch
@@ -53,8 +54,12 @@ class Sampler:
             torch.tensor(batch.seeds, dtype=torch.int64, device=device),
             torch.tensor(batch.steps, dtype=torch.int64, device=device),
         )
-        if self.use_triton:
+        if self.backend == "triton":
             from unicorn.kernels.sampling import sample
 
             return sample(cond, uncond, *args)
+        if self.backend == "cpu":
+            from unicorn.kernels import cpu_ops
+
+            return sample_fast(cond, uncond, *args, cpu_ops=cpu_ops.load())
         return sample_fast(cond, uncond, *args)

@@ -8,21 +8,21 @@ import functools
 import os
 from pathlib import Path
 
-_SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "cpu" / "paged_attention.cpp"
+_SOURCES = [Path(__file__).resolve().parents[2] / "csrc" / "cpu" / name for name in ("paged_attention.cpp", "sampling.cpp")]
 
 
 @functools.lru_cache(maxsize=1)
 def load():
-    """The compiled module (with ``paged_decode``), or None when it cannot be built here."""
-    if os.environ.get("UNICORN_NO_CPU_OPS") or not _SOURCE.exists():
+    """The compiled module (``paged_decode``, ``gumbel_argmax``), or None when it cannot be built here."""
+    if os.environ.get("UNICORN_NO_CPU_OPS") or not all(source.exists() for source in _SOURCES):
         return None
     try:
         from torch.utils.cpp_extension import load_inline
 
         return load_inline(
             name="unicorn_cpu_ops",
-            cpp_sources=[_SOURCE.read_text()],
-            functions=["paged_decode"],
+            cpp_sources=[source.read_text() for source in _SOURCES],
+            functions=["paged_decode", "gumbel_argmax"],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             verbose=False,

@@ -147,8 +147,12 @@ def uniform_noise_fast(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> 
     return ((h >> 9) & 0x7FFFFF).float().add_(0.5).mul_(1.0 / 8388608.0)
 
 
-def sample_fast(cond_logits, uncond_logits, cfg_scale, temperature, top_k, top_p, seeds, steps) -> torch.Tensor:
-    """Same ids as :func:`sample_full_ref`, skipping work no row needs (filters, noise for greedy rows)."""
+def sample_fast(cond_logits, uncond_logits, cfg_scale, temperature, top_k, top_p, seeds, steps,
+                cpu_ops=None) -> torch.Tensor:
+    """Same ids as :func:`sample_full_ref`, skipping work no row needs (filters, noise for greedy rows).
+
+    ``cpu_ops``: the compiled CPU module (unicorn.kernels.cpu_ops), whose one-pass ``gumbel_argmax`` replaces
+    the noise, Gumbel and arg-max passes."""
     x = cfg_logits_ref(cond_logits, uncond_logits, cfg_scale)
     greedy = temperature <= 0
     if bool(greedy.all()):
@@ -157,6 +161,10 @@ def sample_fast(cond_logits, uncond_logits, cfg_scale, temperature, top_k, top_p
     vocab = x.shape[1]
     filtered = bool(((top_k > 0) & (top_k < vocab)).any() or (top_p < 1.0).any())
     keep = _kept_mask_ref(s, top_k, top_p) if filtered else None
+    if cpu_ops is not None:
+        if keep is not None:
+            s.masked_fill_(~keep, float("-inf"))
+        return cpu_ops.gumbel_argmax(s, seeds, steps, temperature)
     z = s.add_(uniform_noise_fast(seeds, steps, vocab).log_().neg_().log_().neg_())
     if keep is not None:
         z.masked_fill_(~keep, float("-inf"))
