@@ -10,7 +10,7 @@ def num_blocks_for_budget(budget_bytes: int, block_size: int, bytes_per_token: i
     return max(0, budget_bytes // (block_size * bytes_per_token))
 
 
-def default_kv_budget(device: torch.device, weights_bytes: int, memory_fraction: float) -> int:
+def default_kv_budget(device: torch.device, memory_fraction: float) -> int:
     """Bytes for the KV cache: a fraction of the device's free memory (GPU) or of available RAM (CPU)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)

@@ -117,7 +117,7 @@ class Engine:
         cache_dtype = _kv_cache_dtype(kv_cache_dtype, spec.dtype)
         if num_kv_blocks is None:
             budget = kv_cache_memory if kv_cache_memory is not None else default_kv_budget(
-                self.device, 0, memory_fraction
+                self.device, memory_fraction
             )
             bytes_per_token = spec.kv_bytes_per_token // spec.dtype.itemsize * cache_dtype.itemsize
             num_kv_blocks = num_blocks_for_budget(budget, block_size, bytes_per_token)
@@ -151,7 +151,7 @@ class Engine:
     def _seed(self, seed: int | None) -> int:
         return seed if seed is not None else self._seed_stream.getrandbits(62)
 
-    def _check_fits(self, request: Request, prompt_len: int) -> None:
+    def _check_fits(self, request: Request) -> None:
         if request.max_rows() > self.scheduler.config.max_num_seqs:
             raise RequestError(
                 f"request needs {request.max_rows()} rows but max_num_seqs is {self.scheduler.config.max_num_seqs}"
@@ -177,7 +177,7 @@ class Engine:
             row = Sequence(ids, images=images, output_kind="text")
             request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out)
             request.eos_token_ids = (self.spec.eos_token_id,)
-            self._check_fits(request, len(ids))
+            self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.TEXT, params, str(err))
         return self._enqueue(request)
@@ -196,7 +196,7 @@ class Engine:
             if params.cfg_scale != 1.0:  # at scale 1 the guided logits are the conditional ones
                 rows.append(Sequence(self.prompts.uncond(ids), is_uncond=True, output_kind="image"))
             request = Request(RequestKind.IMAGE, params, self._seed(params.seed), rows, self.spec.num_image_tokens)
-            self._check_fits(request, len(ids))
+            self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.IMAGE, params, str(err))
         return self._enqueue(request)

@@ -59,13 +59,12 @@ class ModelRunner:
                 overrides.append((base + lo, base + hi, feats))
         ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)
         code_mask = torch.tensor(is_image_code, dtype=torch.bool, device=self.device)
-        hidden = self.spec.hidden_size
-        embeds = torch.empty(len(ids), hidden, dtype=self.spec.dtype, device=self.device)
         if code_mask.all():
             embeds = self.model.embed_image_tokens(ids_t)
         elif not code_mask.any():
             embeds = self.model.embed_text(ids_t)
-        else:
+        else:  # a step mixing prompt text and image codes
+            embeds = torch.empty(len(ids), self.spec.hidden_size, dtype=self.spec.dtype, device=self.device)
             embeds[~code_mask] = self.model.embed_text(ids_t[~code_mask])
             embeds[code_mask] = self.model.embed_image_tokens(ids_t[code_mask])
         for lo, hi, feats in overrides:

@@ -66,12 +66,9 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
-        self._arrivals = 0
 
     # ---- queue ----------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
-        request.arrival_index = self._arrivals
-        self._arrivals += 1
         self.waiting.append(request)
 
     def has_unfinished(self) -> bool:
@@ -161,8 +158,8 @@ class Scheduler:
             self._admit_waiting(out, budget)
         return out
 
-    def _seats_used(self, kind: RequestKind | None = None) -> int:
-        return sum(r.max_rows() for r in self.running if kind is None or r.kind is kind)
+    def _seats_used(self) -> int:
+        return sum(r.max_rows() for r in self.running)
 
     def _fits_image_reservation(self, request: Request) -> bool:
         """An image request is admitted only within its share of seats and (worst-case) KV blocks."""

@@ -132,7 +132,6 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     forked: bool = False
     finish_reasons: list[str | None] = field(default_factory=list)
-    arrival_index: int = 0
     num_preemptions: int = 0
     num_times_bypassed: int = 0
     eos_token_ids: tuple[int, ...] = ()
