@@ -56,8 +56,8 @@ def test_rollouts_share_the_prompt_and_unconditional_prompts_share_across_reques
         assert engine.block_manager.ref_count(cond_tables[0][b]) == 4
     engine.run()
     # A second request whose prompt has the same length hits the cached content-free unconditional prompt.
-    other = engine.prompts.uncond(engine.prompts.image(prompts[1]))
-    first = engine.prompts.uncond(ids[0])
+    other = engine.spec.content_free(engine.prompts.image(prompts[1]))
+    first = engine.spec.content_free(ids[0])
     engine.submit_image(prompts[1], ImageGenParams(n=1, seed=2))
     request = engine.scheduler.waiting[0]
     engine.step()

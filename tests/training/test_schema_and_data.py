@@ -91,3 +91,40 @@ def test_packed_mask_matches_separate_sequences(tiny_model):
     ref_b = janus.forward_dense(b, torch.arange(7)[None])
     torch.testing.assert_close(out[:, :5], ref_a, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, 5:12], ref_b, atol=1e-5, rtol=1e-5)
+
+
+
+def _t2i_prompts(batch):
+    """The prompt ids of every generation segment in a packed batch."""
+    from unicorn.training.data import GEN_CODE
+
+    for row in range(batch["input_ids"].shape[0]):
+        for seg in batch["segment"][row].unique().tolist():
+            span = (batch["segment"][row] == seg) & (seg > 0)
+            source = batch["source"][row][span]
+            if (source == GEN_CODE).any():
+                yield batch["input_ids"][row][span][source != GEN_CODE].tolist()
+
+
+def test_cond_dropout_trains_t2i_on_the_engines_content_free_prompt(tiny_model, cpr_data):
+    from dataclasses import replace
+
+    janus, cfg, enc = _dataset(tiny_model, cpr_data)
+    spec = janus.spec
+    dropping = replace(cfg, cond_dropout=0.5)
+    ds = dropping.build(enc, janus.image_processing)
+    prompts = [p for _ in range(8) for p in _t2i_prompts(ds.next_batch())]
+    dropped = [p for p in prompts if p == spec.content_free(p)]  # only BOS, pads and <begin_of_image> left
+    assert 0 < len(dropped) < len(prompts), (len(dropped), len(prompts))
+    assert all(p[0] == spec.bos_token_id and p[-1] == spec.boi_token_id for p in dropped)
+    # the coins depend on the stream position only: a resumed stream sees the same drops
+    state = ds.state_dict()
+    expected = ds.next_batch()
+    again = dropping.build(enc, janus.image_processing)
+    again.load_state_dict(state)
+    assert all(torch.equal(expected[k], v) for k, v in again.next_batch().items())
+    # no dropout leaves every prompt as it was
+    plain = cfg.build(enc, janus.image_processing)
+    assert not any(p == spec.content_free(p) for _ in range(8) for p in _t2i_prompts(plain.next_batch()))
+    with pytest.raises(ValueError, match="cond-dropout"):
+        replace(cfg, cond_dropout=1.0)

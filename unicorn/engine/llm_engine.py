@@ -194,7 +194,7 @@ class Engine:
                 )
             rows = [Sequence(ids, output_kind="image")]
             if params.cfg_scale != 1.0:  # at scale 1 the guided logits are the conditional ones
-                rows.append(Sequence(self.prompts.uncond(ids), is_uncond=True, output_kind="image"))
+                rows.append(Sequence(self.spec.content_free(ids), is_uncond=True, output_kind="image"))
             request = Request(RequestKind.IMAGE, params, self._seed(params.seed), rows, self.spec.num_image_tokens)
             self._check_fits(request)
         except RequestError as err:

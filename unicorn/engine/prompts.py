@@ -1,4 +1,4 @@
-"""Turns user prompts into token ids, placed images and the unconditional prompt of image requests."""
+"""Turns user prompts into token ids and placed images (the unconditional prompt is ModelSpec.content_free)."""
 from __future__ import annotations
 
 import hashlib
@@ -94,7 +94,3 @@ class PromptProcessor:
             return self._checked(list(prompt))
         raise RequestError(f"unsupported image prompt of type {type(prompt).__name__}: give a str or token ids")
 
-    def uncond(self, ids: list[int]) -> list[int]:
-        """The content-free prompt: every id but BOS and <begin_of_image> becomes pad (as Janus trains it)."""
-        keep = {self.spec.bos_token_id, self.spec.boi_token_id}
-        return [t if t in keep else self.spec.pad_token_id for t in ids]

@@ -43,6 +43,12 @@ class ModelSpec:
         assert self.num_heads % self.num_kv_heads == 0, (self.num_heads, self.num_kv_heads)
         assert self.num_layers > 0 and self.head_dim > 0 and self.num_image_tokens > 0
 
+    def content_free(self, ids: list[int]) -> list[int]:
+        """The unconditional prompt of classifier-free guidance: every id but BOS and <begin_of_image> becomes pad (as
+        Janus trains it). The engine samples with it and the trainer drops prompts to it, so the two always agree."""
+        keep = {self.bos_token_id, self.boi_token_id}
+        return [t if t in keep else self.pad_token_id for t in ids]
+
     @property
     def kv_bytes_per_token(self) -> int:
         """Bytes of K and V over all layers for one cached token."""

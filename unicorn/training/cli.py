@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (<= 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kind-weights", default=None, help='loss weight per kind, e.g. "t2i=1,caption=0.5"')
+    p.add_argument("--cond-dropout", type=float, default=0.0,
+                   help="chance that a t2i sample trains on the content-free prompt (classifier-free guidance)")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")
     p.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint under --out")
@@ -70,7 +72,8 @@ def config_from_args(args):
     return TrainConfig(
         model=args.model, data=args.data, out=args.out, backend=args.backend, deepspeed_config=args.deepspeed_config,
         steps=args.steps, micro_batch=args.micro_batch, grad_accum=args.grad_accum, seq_len=args.seq_len,
-        seed=args.seed, optim=optim, kind_weights=_kind_weights(args.kind_weights), save_every=args.save_every,
+        seed=args.seed, optim=optim, kind_weights=_kind_weights(args.kind_weights), cond_dropout=args.cond_dropout,
+        save_every=args.save_every,
         keep=args.keep, resume=args.resume, resume_from=args.resume_from, export=args.export,
         on_bad_record=args.on_bad_record, device=args.device, precision=args.precision,
         activation_checkpointing=args.activation_checkpointing, compile=args.compile,

@@ -62,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     kind_weights: dict = field(default_factory=lambda: {k: 1.0 for k in KINDS})
+    cond_dropout: float = 0.0  # t2i samples trained on the content-free prompt, for classifier-free guidance
     save_every: int = 0  # 0: only at the end
     keep: int = 2
     resume: bool = False
@@ -90,6 +91,8 @@ class TrainConfig:
             raise ConfigError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ConfigError(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
         unknown = set(self.kind_weights) - set(KINDS)
         if unknown:
             raise ConfigError(f"--kind-weights: unknown kind(s) {sorted(unknown)}; kinds: {', '.join(KINDS)}")

@@ -127,8 +127,13 @@ class SampleEncoder:
             return len(prompt_ids) + self.spec.num_image_tokens
         return len(prompt_ids) + len(target_ids)
 
-    def encode(self, r: CPRRecord) -> Sample:
+    def encode(self, r: CPRRecord, drop_prompt: bool = False) -> Sample:
+        """``drop_prompt``: train this t2i sample on the content-free prompt (classifier-free guidance's unconditional
+        branch, exactly as the engine builds it)."""
         prompt_ids, target_ids, und_images, gen_image = self._token_ids(r)
+        if drop_prompt:
+            assert r.kind == "t2i", r.kind
+            prompt_ids = self.spec.content_free(prompt_ids)
         image_id = self.spec.image_token_id
         tokens = list(prompt_ids)
         source = [UND_IMAGE if t == image_id else TEXT for t in prompt_ids]
@@ -204,8 +209,11 @@ class DataConfig:
     seed: int = 0
     on_bad_record: str = "stop"  # stop | skip
     buffer_size: int = 64
+    cond_dropout: float = 0.0  # chance that a t2i sample is trained on the content-free prompt (for CFG)
 
     def __post_init__(self):
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ValueError(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
         if self.on_bad_record not in ("stop", "skip"):
             raise ValueError(f"--on-bad-record must be 'stop' or 'skip', got {self.on_bad_record!r}")
         if self.seq_len < 8 or self.micro_batch < 1:
@@ -254,10 +262,19 @@ class PackedDataset:
         return 1.0 - sum(self.lengths) / (len(self.lengths) * self.cfg.seq_len)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        rows = [self.packer.next_row() for _ in range(self.cfg.micro_batch * self.world_size)]
+        rows = [(self.packer.next_row(), self.packer.rows_emitted - 1)  # (record indices, global row index)
+                for _ in range(self.cfg.micro_batch * self.world_size)]
         mine = rows[self.rank :: self.world_size]
-        return collate([[self.encoder.encode(self.records[i]) for i in row] for row in mine], self.cfg.seq_len,
-                       self.encoder.spec.pad_token_id, self.processing)
+        return collate([[self.encoder.encode(self.records[i], self._drops_prompt(i, row_index, slot))
+                         for slot, i in enumerate(row)] for row, row_index in mine],
+                       self.cfg.seq_len, self.encoder.spec.pad_token_id, self.processing)
+
+    def _drops_prompt(self, record: int, row_index: int, slot: int) -> bool:
+        """A coin per (seed, global row, slot): the same on every rank and after a resume, fresh in every epoch."""
+        if self.cfg.cond_dropout == 0.0 or self.records[record].kind != "t2i":
+            return False
+        digest = hashlib.sha256(f"cond-dropout:{self.cfg.seed}:{row_index}:{slot}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") / 2**64 < self.cfg.cond_dropout
 
     def state_dict(self) -> dict:
         return {"packer": self.packer.state_dict(), "fingerprint": self.fingerprint, "seed": self.cfg.seed}

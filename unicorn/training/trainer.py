@@ -77,7 +77,8 @@ class Trainer:
 
         tokenizer = load_tokenizer(cfg.model)
         encoder = SampleEncoder(tokenizer, self.spec, cfg.data, VQCodeSource(vq, janus.image_processing, self.spec, self.device))
-        data_cfg = DataConfig(cfg.data, cfg.seq_len, cfg.micro_batch, cfg.seed, cfg.on_bad_record)
+        data_cfg = DataConfig(cfg.data, cfg.seq_len, cfg.micro_batch, cfg.seed, cfg.on_bad_record,
+                              cond_dropout=cfg.cond_dropout)
         self.data = data_cfg.build(encoder, janus.image_processing, self.rank, self.world_size, warn=self.log)
         self.weights = torch.tensor(cfg.weights(), dtype=torch.float32)
         self.num_params = sum(p.numel() for p in janus.parameters())  # without the VQ codec (removed above)
@@ -94,6 +95,7 @@ class Trainer:
             "backend": self.cfg.backend, "world_size": self.world_size,
             "model_hash": ckpt.model_config_hash(self.cfg.model), "freeze_vision": self.cfg.freeze_vision,
             "micro_batch": self.cfg.micro_batch, "grad_accum": self.cfg.grad_accum, "seq_len": self.cfg.seq_len,
+            "cond_dropout": self.cfg.cond_dropout,
         }
 
     def save(self) -> str:
