@@ -24,7 +24,7 @@ def cmd_demo(args) -> None:
     from unicorn.toyworld import judge as oracle_judge
     from unicorn.toyworld import make_prompt, sample_scene
     from unicorn.toyworld.model import default_model_path
-    from unicorn.toyworld.model.evaluate import judge_request
+    from unicorn.toyworld.model.evaluate import EvalConfig, judge_request
 
     if args.model is None:
         args.model = str(default_model_path())
@@ -35,8 +35,9 @@ def cmd_demo(args) -> None:
     scenes = [sample_scene(category, rng) for category in ("attribute", "counting", "spatial", "text")]
     prompts = [make_prompt(scene, rng) for scene in scenes]
     start = time.perf_counter()
-    images = engine.generate_images(prompts, ImageGenParams(n=args.n, cfg_scale=1.0, temperature=1.0, seed=args.seed),
-                                    progress=True)
+    # the drawing settings the toy model is measured with (bench/toyworld/README.md)
+    params = ImageGenParams(n=args.n, cfg_scale=EvalConfig.cfg_scale, temperature=EvalConfig.temperature, seed=args.seed)
+    images = engine.generate_images(prompts, params, progress=True)
     image_time = time.perf_counter() - start
     records, judge_prompts = [], []
     for scene, prompt, output in zip(scenes, prompts, images):

@@ -1,6 +1,6 @@
 """Measures the toy-world Janus (default: the shipped one) and appends one JSON row to bench/toyworld/results.jsonl.
 
-    .venv/bin/python bench/toyworld/measure.py [--model DIR] [--scenes 20] [--prompts 10] [--cfg-scale 1.0]
+    .venv/bin/python bench/toyworld/measure.py [--model DIR] [--scenes 20] [--prompts 10] [--samples 4] [--cfg-scale S]
 
 Rows carry the model's safetensors hash, the eval config, the device and torch version, so numbers from different
 checkpoints or machines are never mixed up. The reference for the judge is the oracle itself (Spearman 1.0);
@@ -31,13 +31,16 @@ def main() -> None:
     p.add_argument("--model", default=str(default_model_path()))
     p.add_argument("--scenes", type=int, default=20)
     p.add_argument("--prompts", type=int, default=10)
-    p.add_argument("--cfg-scale", type=float, default=1.0)
+    p.add_argument("--samples", type=int, default=EvalConfig.samples_per_prompt)
+    p.add_argument("--cfg-scale", type=float, default=EvalConfig.cfg_scale)
+    p.add_argument("--temperature", type=float, default=EvalConfig.temperature)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results.jsonl"))
     args = p.parse_args()
     engine = Engine(args.model, seed=0)
     start = time.perf_counter()
-    report = evaluate(engine, EvalConfig(scenes_per_category=args.scenes, prompts_per_category=args.prompts,
-                                         cfg_scale=args.cfg_scale), vq=engine.model.vqmodel)
+    cfg = EvalConfig(scenes_per_category=args.scenes, prompts_per_category=args.prompts,
+                     samples_per_prompt=args.samples, cfg_scale=args.cfg_scale, temperature=args.temperature)
+    report = evaluate(engine, cfg, vq=engine.model.vqmodel)
     row = {"bench": "toyworld_eval", "model": args.model,
            "model_sha256": file_sha256(os.path.join(args.model, "model.safetensors")),
            "device": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),

@@ -16,14 +16,18 @@ def test_world_tokenizer_is_deterministic_and_compact():
 
 
 @pytest.mark.slow
-def test_quick_pretrain_is_deterministic(tmp_path):
+def test_quick_pretrain_is_deterministic_and_reuses_its_vq_stage(tmp_path, capsys):
     from unicorn.toyworld.cli import main
     from unicorn.toyworld.pretrain import file_sha256
 
     hashes = []
-    for run in ("a", "b"):
+    for run in ("a", "b", "a"):  # the second "a" finds a.work/vq and skips VQ training
         out = tmp_path / run
         assert main(["pretrain", "--out", str(out), "--seed", "3", "--quick"]) == 0
         assert {"config.json", "tokenizer.json", "model.safetensors", "pretrain_report.json"} <= set(os.listdir(out))
         hashes.append(file_sha256(str(out / "model.safetensors")))
-    assert hashes[0] == hashes[1]
+    assert hashes[0] == hashes[1] == hashes[2]
+    assert capsys.readouterr().out.count("vq: reusing") == 1
+    # another seed is another VQ stage: retrained, not reused
+    assert main(["pretrain", "--out", str(tmp_path / "a"), "--seed", "4", "--quick"]) == 0
+    assert "vq: reusing" not in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """``unicorn toyworld pretrain`` and ``unicorn toyworld eval``: build and measure the toy-world Janus.
 
     unicorn toyworld pretrain --out DIR --seed 0 [--quick]
-    unicorn toyworld eval [--model DIR] [--out report.json] [--scenes 12] [--prompts 8]
+    unicorn toyworld eval [--model DIR] [--out report.json] [--scenes 12] [--prompts 8] [--samples 4]
 """
 from __future__ import annotations
 
@@ -19,12 +19,16 @@ def _add_pretrain(sub) -> None:
 
 
 def _add_eval(sub) -> None:
+    from unicorn.toyworld.model.evaluate import EvalConfig
+
     p = sub.add_parser("eval", help="judge / understanding / generation quality, measured by the oracle")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the shipped toy-world model)")
     p.add_argument("--out", default=None, help="JSON report path (default: ./toyworld-eval.json)")
     p.add_argument("--scenes", type=int, default=12, help="held-out scenes per category for judging and questions")
     p.add_argument("--prompts", type=int, default=8, help="held-out prompts per category to draw")
-    p.add_argument("--cfg-scale", type=float, default=1.0)
+    p.add_argument("--samples", type=int, default=4, help="drawings per prompt (best-of-n, the judge's pick)")
+    p.add_argument("--cfg-scale", type=float, default=EvalConfig.cfg_scale)
+    p.add_argument("--temperature", type=float, default=EvalConfig.temperature)
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -54,7 +58,8 @@ def cmd_eval(args) -> dict:
 
     model = args.model or str(default_model_path())
     engine = Engine(model, seed=args.seed)
-    cfg = EvalConfig(scenes_per_category=args.scenes, prompts_per_category=args.prompts, cfg_scale=args.cfg_scale,
+    cfg = EvalConfig(scenes_per_category=args.scenes, prompts_per_category=args.prompts,
+                     samples_per_prompt=args.samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
                      seed=args.seed)
     report = {"model": model, **evaluate(engine, cfg, vq=engine.model.vqmodel)}
     print(format_report(report))
@@ -74,12 +79,20 @@ def format_report(r: dict) -> str:
         f"understanding: accuracy {u['accuracy']:.3f} on {u['n']} questions "
         + " ".join(f"{t} {v:.2f}" for t, v in u["per_type"].items()),
         f"generation: oracle accuracy {g['oracle_accuracy']:.3f}, mean score {g['mean_score']:.2f}, "
-        f"pass rate (>= 8) {g['pass_rate']:.3f} on {g['n']} images",
-        f"{'category':<12} {'und. acc':>8} {'gen acc':>8} {'gen score':>9} {'gen pass':>8}",
+        f"pass rate (>= 8) {g['pass_rate']:.3f} on {g['n']} images; per prompt: best-of-n pass rate "
+        f"{g['best_of_n_pass_rate']:.3f}, best score {g['best_score']:.2f}, the judge's pick {g['judge_pick_score']:.2f}",
+    ]
+    codec = r.get("codec_roundtrip")
+    if codec:
+        lines.append(f"codec round trip of the prompts' clean renders (the drawing ceiling): mean score "
+                     f"{codec['mean_score']:.2f}, pass rate {codec['pass_rate']:.3f}")
+    lines += [
+        f"{'category':<12} {'und. acc':>8} {'gen acc':>8} {'gen score':>9} {'gen pass':>8} {'best-of-n':>9} {'pick':>5}",
     ]
     for c, v in g["per_category"].items():
         lines.append(f"{c:<12} {u['per_category'].get(c, float('nan')):>8.3f} {v['oracle_accuracy']:>8.3f} "
-                     f"{v['mean_score']:>9.2f} {v['pass_rate']:>8.3f}")
+                     f"{v['mean_score']:>9.2f} {v['pass_rate']:>8.3f} {v['best_of_n_pass_rate']:>9.3f} "
+                     f"{v['judge_pick_score']:>5.2f}")
     return "\n".join(lines)
 
 

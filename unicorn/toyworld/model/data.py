@@ -6,7 +6,7 @@ Per scene (all deterministic from ``"{seed}:{split}:{category}:{index}"``):
     judgement   prompt + an image -> rubric reasoning + ``Score: N``          (kind judgement, oracle report)
     proposing   a blank image + "propose a prompt in category X" -> prompt    (kind caption: the schema has no
                 text-only record, so a fixed blank image stands for "no image")
-    t2i         prompt -> VQ codes of a render, for a minority of scenes only (kind t2i)
+    t2i         prompt -> VQ codes of the render (a quarter degraded); the trainer drops some prompts for CFG
 
 Judged and questioned images are varied so that answers depend on the pixels: the clean render, generator-like
 degradations, deliberately wrong scenes (``corrupt.mutate``), another scene's render, VQ round trips (which look like
@@ -23,7 +23,6 @@ import torch
 from PIL import Image
 
 from unicorn.cpr.schema import CaptionRecord, ImageRef, JudgementRecord, T2IRecord, write_dataset
-from unicorn.models.tokenizer import DEFAULT_SPECIAL_TOKENS
 from unicorn.toyworld import corrupt
 from unicorn.toyworld.oracle import RUBRICS, OracleReport, judge
 from unicorn.toyworld.prompts import make_prompt
@@ -35,7 +34,7 @@ from unicorn.toyworld.scene import CATEGORIES, PLAIN_BACKGROUNDS, Scene
 PROPOSE_INSTRUCTION = "Propose a new text-to-image prompt in the category '{category}'."
 BLANK_IMAGE = "images/blank.png"
 VARIANTS = ("clean", "degraded", "wrong", "wrong_degraded", "other", "vq", "vq_wrong", "blank")
-VARIANT_WEIGHTS = (2, 2, 4, 2, 1, 2, 2, 1)
+VARIANT_WEIGHTS = (2, 2, 4, 2, 2, 2, 2, 2)
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,8 @@ class WorldDataConfig:
     scenes_per_category: int = 250
     judged_per_scene: int = 3
     questions_per_scene: int = 2
-    t2i_fraction: float = 0.4  # of scenes that also give a text-to-image record
-    uncond_fraction: float = 0.1  # of t2i records whose prompt is only pad tokens (for classifier-free guidance)
+    t2i_fraction: float = 0.6  # of scenes that also give a text-to-image record
+    t2i_degraded_fraction: float = 0.25  # of t2i targets drawn from a degraded render (noisier drawing data)
     propose_fraction: float = 0.3
     image_size: int = 64
     seed: int = 0
@@ -150,10 +149,9 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
     write = ImageWriter(out_dir)
     blank = np.full((cfg.image_size, cfg.image_size, 3), 128, np.uint8)
     write("blank", blank)
-    pad = DEFAULT_SPECIAL_TOKENS["pad_token"]
     records = []
     for category in CATEGORIES:
-        scenes = []  # (item, rng, nrng, [(variant, rgb)], t2i target or None, t2i prompt)
+        scenes = []  # (index, item, rng, [(variant, rgb)], propose?, t2i target or None)
         for index in range(cfg.scenes_per_category):
             item = make_item(category, index, cfg.seed, split, cfg.image_size)
             rng = random.Random("data:" + item.key)
@@ -161,12 +159,11 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
             variants = rng.choices(VARIANTS, weights=VARIANT_WEIGHTS, k=cfg.judged_per_scene)
             judged = [(v, variant_image(item, v, rng, nrng, cfg.image_size)) for v in variants]
             propose = rng.random() < cfg.propose_fraction
-            target, t2i_prompt = None, item.prompt
+            target = None
             if rng.random() < cfg.t2i_fraction:
-                target = item.rgb if rng.random() < 0.5 else corrupt.degrade(item.rgb, nrng, strength=1.0)
-                if rng.random() < cfg.uncond_fraction:
-                    t2i_prompt = pad * rng.randint(4, 24)
-            scenes.append((index, item, rng, judged, propose, target, t2i_prompt))
+                degraded = rng.random() < cfg.t2i_degraded_fraction
+                target = corrupt.degrade(item.rgb, nrng, strength=1.0) if degraded else item.rgb
+            scenes.append((index, item, rng, judged, propose, target))
         # the VQ runs batched over the category: round trips for the vq variants, codes for the t2i targets
         to_vq = [(i, j) for i, sc in enumerate(scenes) for j, (v, _) in enumerate(sc[3]) if v.startswith("vq")]
         recons, _ = vq_roundtrip(vq, [scenes[i][3][j][1] for i, j in to_vq]) if to_vq else ([], [])
@@ -175,7 +172,7 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
         with_t2i = [i for i, sc in enumerate(scenes) if sc[5] is not None]
         codes = dict(zip(with_t2i, vq_codes(vq, [scenes[i][5] for i in with_t2i]) if with_t2i else []))
 
-        for i, (index, item, rng, judged, propose, target, t2i_prompt) in enumerate(scenes):
+        for i, (index, item, rng, judged, propose, target) in enumerate(scenes):
             rid = f"{category}-{index:05d}"
             clean = write(f"{rid}-clean", item.rgb)
             records.append(CaptionRecord(id=f"{rid}-cap", category=category, prompt=item.prompt, image=clean,
@@ -199,7 +196,7 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
                     instruction=PROPOSE_INSTRUCTION.format(category=category), seed=cfg.seed,
                     provenance={"source": "toyworld", "key": item.key, "role": "proposer"}))
             if target is not None:
-                records.append(T2IRecord(id=f"{rid}-t2i", category=category, prompt=t2i_prompt, seed=cfg.seed,
+                records.append(T2IRecord(id=f"{rid}-t2i", category=category, prompt=item.prompt, seed=cfg.seed,
                                          image=ImageRef(vq_codes=tuple(codes[i])),
                                          provenance={"source": "toyworld", "key": item.key}))
         log(f"data: {category} done ({len(records)} records)")

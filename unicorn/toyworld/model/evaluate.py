@@ -5,9 +5,11 @@
                    the model drew itself; plus the parse rate of ``Score: N``.
     understanding  accuracy of the model's answers to held-out questions (graded by ``questions.grade_answer``
                    against the oracle's answer for that image).
-    generation     images drawn from held-out prompts, per category: mean oracle score, pass rate (score >= 8)
-                   and "oracle accuracy" = mean fraction of the prompt's questions the oracle answers right from the
-                   drawn image (UniCycle's soft score with a perfect reader).
+    generation     n images drawn per held-out prompt, per category: mean oracle score, pass rate (score >= 8),
+                   "oracle accuracy" = mean fraction of the prompt's questions the oracle answers right from the
+                   drawn image (UniCycle's soft score with a perfect reader), best-of-n pass rate, and the oracle
+                   score of the drawing the model's own judge ranks first (what self-play's rejection sampling keeps).
+    codec          the same prompts' clean renders through the VQ round trip: the ceiling of the drawing scores.
 The model is prompted with the trainer's own formats (unicorn/training/formats.py), through the public Engine API.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ SCORE_LINE = re.compile(r"Score:\s*(\d+)\s*$")
 class EvalConfig:
     scenes_per_category: int = 12  # held-out scenes for judging and questions
     prompts_per_category: int = 8  # held-out prompts to draw
+    samples_per_prompt: int = 4  # drawings per prompt (the Solver draws 8): best-of-n and the judge's pick
     cfg_scale: float = 1.0
     temperature: float = 1.0
     seed: int = 0
@@ -132,19 +135,29 @@ def evaluate(engine, cfg: EvalConfig, vq=None, log=print) -> dict:
 
     # ---- generation from held-out prompts -------------------------------------------------------------------
     gen_items = [make_item(c, 10_000 + i, cfg.seed, cfg.split) for c in CATEGORIES for i in range(cfg.prompts_per_category)]
-    params = ImageGenParams(n=1, cfg_scale=cfg.cfg_scale, temperature=cfg.temperature, seed=cfg.seed)
+    params = ImageGenParams(n=cfg.samples_per_prompt, cfg_scale=cfg.cfg_scale, temperature=cfg.temperature, seed=cfg.seed)
     drawn = engine.generate_images([it.prompt for it in gen_items], params)
     gen_rows = []
-    for item, out in zip(gen_items, drawn):
-        image = out.images[0]
-        report = judge(item.scene, image, item.questions)
-        soft = float(np.mean([grade_answer(q, report.answers[q.id]) for q in item.questions])) if item.questions else 0.0
-        gen_rows.append({"category": item.category, "oracle": report.score, "soft": soft, "image": image, "prompt": item.prompt})
+    for p, (item, out) in enumerate(zip(gen_items, drawn)):
+        for image in out.images:
+            report = judge(item.scene, image, item.questions)
+            soft = float(np.mean([grade_answer(q, report.answers[q.id]) for q in item.questions])) if item.questions else 0.0
+            gen_rows.append({"category": item.category, "oracle": report.score, "soft": soft, "image": image,
+                             "prompt": item.prompt, "prompt_index": p})
     drawn_judgements = engine.generate([judge_request(r["prompt"], r["image"]) for r in gen_rows], greedy_judge)
     for row, out in zip(gen_rows, drawn_judgements):
         row["model"] = parse_score(out.text)
     log(f"eval: drew and judged {len(gen_rows)} images ({time.perf_counter() - start:.0f}s)")
-    return summarise(judge_rows, qa_rows, gen_rows, cfg, time.perf_counter() - start)
+    codec = codec_ceiling(vq, gen_items) if vq is not None else None
+    return {**summarise(judge_rows, qa_rows, gen_rows, cfg, time.perf_counter() - start), "codec_roundtrip": codec}
+
+
+def codec_ceiling(vq, items) -> dict:
+    """The oracle on the prompts' own clean renders after a VQ encode/decode round trip: what a perfect LM could
+    reach through this codec, the ceiling of the generation scores."""
+    decoded, _ = vq_roundtrip(vq, [it.rgb for it in items])
+    scores = [judge(it.scene, rgb, it.questions).score for it, rgb in zip(items, decoded)]
+    return {"mean_score": float(np.mean(scores)), "pass_rate": float(np.mean([s >= 8 for s in scores])), "n": len(scores)}
 
 
 def _judge_stats(rows: list[dict]) -> dict:
@@ -154,12 +167,25 @@ def _judge_stats(rows: list[dict]) -> dict:
             "mean_abs_error": float(np.mean([abs(r["model"] - r["oracle"]) for r in parsed])) if parsed else None}
 
 
+def _per_prompt(rows: list[dict]) -> dict:
+    """Over each prompt's drawings: did any pass (best-of-n), and the oracle score of the judge's pick (its highest
+    ``Score: N``, first on ties) against the mean; the pick beats the mean when the judge ranks drawings usefully."""
+    groups: dict[int, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["prompt_index"], []).append(r)
+    picks = [max(g, key=lambda r: -1 if r["model"] is None else r["model"]) for g in groups.values()]
+    return {"best_of_n_pass_rate": float(np.mean([any(r["oracle"] >= 8 for r in g) for g in groups.values()])),
+            "judge_pick_score": float(np.mean([r["oracle"] for r in picks])),
+            "best_score": float(np.mean([max(r["oracle"] for r in g) for g in groups.values()]))}
+
+
 def summarise(judge_rows, qa_rows, gen_rows, cfg: EvalConfig, elapsed: float) -> dict:
     by_cat = lambda rows, c: [r for r in rows if r["category"] == c]  # noqa: E731
     understanding = {c: float(np.mean([r["correct"] for r in by_cat(qa_rows, c)])) for c in CATEGORIES if by_cat(qa_rows, c)}
     generation = {c: {"oracle_accuracy": float(np.mean([r["soft"] for r in by_cat(gen_rows, c)])),
                       "mean_score": float(np.mean([r["oracle"] for r in by_cat(gen_rows, c)])),
-                      "pass_rate": float(np.mean([r["oracle"] >= 8 for r in by_cat(gen_rows, c)]))}
+                      "pass_rate": float(np.mean([r["oracle"] >= 8 for r in by_cat(gen_rows, c)])),
+                      **_per_prompt(by_cat(gen_rows, c))}
                   for c in CATEGORIES if by_cat(gen_rows, c)}
     return {
         "config": cfg.__dict__,
@@ -173,6 +199,7 @@ def summarise(judge_rows, qa_rows, gen_rows, cfg: EvalConfig, elapsed: float) ->
         "generation": {"oracle_accuracy": float(np.mean([r["soft"] for r in gen_rows])),
                        "mean_score": float(np.mean([r["oracle"] for r in gen_rows])),
                        "pass_rate": float(np.mean([r["oracle"] >= 8 for r in gen_rows])), "n": len(gen_rows),
+                       **_per_prompt(gen_rows),
                        "per_category": generation},
         "elapsed_s": elapsed,
     }
