@@ -59,16 +59,15 @@ def test_shipped_judge_looks_at_the_image(engine):
 
 
 def test_shipped_vq_codec_keeps_what_the_oracle_checks(engine):
-    """Drawing can only be as good as the codec's round trip: held-out clean renders, encoded and decoded, must still
-    pass the oracle most of the time (a cold-started codec once turned every shape into an orange or blue blob)."""
-    from unicorn.toyworld.model.data import make_item, vq_roundtrip
-    from unicorn.toyworld.oracle import judge
+    """Drawing can only be as good as the codec's round trip: held-out clean renders, encoded and decoded, keep most of
+    what the oracle checks (measured 5.6 / 10; an earlier codec gave back the same grey texture for every image: 0)."""
+    from unicorn.toyworld.model.data import make_item
+    from unicorn.toyworld.model.evaluate import codec_ceiling
     from unicorn.toyworld.scene import CATEGORIES
 
     items = [make_item(c, i, 0, "heldout") for c in CATEGORIES for i in range(3)]
-    decoded, _ = vq_roundtrip(engine.model.vqmodel, [it.rgb for it in items])
-    scores = [judge(it.scene, rgb, it.questions).score for it, rgb in zip(items, decoded)]
-    assert np.mean(scores) >= VQ_ROUNDTRIP_FLOOR, scores
+    codec = codec_ceiling(engine.model.vqmodel, items)
+    assert codec["mean_score"] >= VQ_ROUNDTRIP_FLOOR, codec
 
 
 def test_eval_judge_tracks_oracle_and_understanding_beats_drawing(engine):
