@@ -8,8 +8,8 @@ the aligners and the generation head are trained by the project's trainer (unico
 the VQ codec is trained first by its own small loop (model/vq_train.py) and stays frozen afterwards.
 
 On 2 CPU cores: VQ ~10 min, data ~1 min, LM ~13 min. The trained codec is kept in WORK/vq with the key it was trained
-under (architecture, training config, thread count); a rerun with the same key (after a crash, or with other data or
-LM settings) reuses it and gets the same bytes as a run from scratch.
+under (architecture, training config, thread count, sha256 of the codec and training code); a rerun with the same
+key (after a crash, or with other data or LM settings) reuses it and gets the same bytes as a run from scratch.
 """
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from unicorn.models import vq as vq_model
 from unicorn.models.janus_checkpoint import name_to_hf_key
 from unicorn.models.janus_config import VQArch
 from unicorn.models.janus_tiny import write_random_janus_checkpoint
+from unicorn.toyworld.model import vq_train
 from unicorn.toyworld.model.data import WorldDataConfig, build_world_dataset, corpus_texts
 from unicorn.toyworld.model.tokenizer import template_texts, train_world_tokenizer
 from unicorn.toyworld.model.vq_train import VQTrainConfig, train_vq
@@ -149,11 +151,13 @@ def pretrain(out: str, cfg: PretrainConfig, work_dir: str | None = None, log=pri
     vq_arch = VQArch(**{**VQ, "channel_multiplier": tuple(VQ["channel_multiplier"])}, projection_dim=TEXT["hidden_size"])
     vq_dir = os.path.join(work, "vq")
     key = {"arch": VQ, "grid": VISION["image_size"] // VISION["patch_size"], "train": asdict(cfg.vq),
-           "torch_threads": torch.get_num_threads()}
+           "torch_threads": torch.get_num_threads(),
+           # an edited codec or training loop must not reuse a codec trained by the old code
+           "code": {m.__name__: file_sha256(m.__file__) for m in (vq_train, vq_model)}}
     cached = load_vq_stage(vq_dir, key, vq_arch)
     if cached is not None:
         vq, vq_stats = cached
-        log(f"vq: reusing {vq_dir} (same architecture, training config and thread count)")
+        log(f"vq: reusing {vq_dir} (same architecture, training config, thread count and code)")
     else:
         vq, vq_stats = train_vq(vq_arch, key["grid"], cfg.vq, log=log)
         save_vq_stage(vq_dir, key, vq, vq_stats)

@@ -71,11 +71,16 @@ def foreground_weights(pixels: torch.Tensor, extra: float) -> torch.Tensor:
     return 1.0 + extra * differs.float()
 
 
+def grid_rows(z: torch.Tensor) -> torch.Tensor:
+    """[B, D, h, w] -> [B*h*w, D]: one row per latent position."""
+    return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+
+
 def quantise(vq: VQModel, pixels: torch.Tensor):
     """-> (unit latents z [B, D, h, w], unit codes z_q of the same shape, ids [B, h*w])."""
     z = unit_latents(vq, pixels)
     b, d, h, w = z.shape
-    flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+    flat = grid_rows(z)
     codebook = F.normalize(vq.quantize.embedding.weight, dim=1)
     ids = (flat @ codebook.t()).argmax(dim=1)  # nearest unit vector = largest cosine
     z_q = codebook[ids].view(b, h, w, d).permute(0, 3, 1, 2)
@@ -118,7 +123,7 @@ def train_vq(arch: VQArch, grid: int, cfg: VQTrainConfig, log=print) -> tuple[VQ
             with torch.no_grad():
                 sample = data[torch.randperm(len(data), generator=gen)[: cfg.kmeans_images]]
                 latents = torch.cat([unit_latents(vq, sample[i : i + 64]) for i in range(0, len(sample), 64)])
-                points = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+                points = grid_rows(latents)
                 vq.quantize.embedding.weight.copy_(spherical_kmeans(points, arch.num_embeddings, cfg.kmeans_iters, gen))
             log(f"vq step {step}: quantiser on, codebook = k-means of {len(points)} latents")
         lr = cfg.lr * min(1.0, step / 50) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / cfg.steps)))
@@ -133,21 +138,22 @@ def train_vq(arch: VQArch, grid: int, cfg: VQTrainConfig, log=print) -> tuple[VQ
         else:  # whole images cost (image_size / crop)^2 as much: keep the pixels per step the same
             keep = max(1, cfg.batch_size * cfg.crop**2 // cfg.image_size**2)
             batch, weight = batch[:keep], weight[:keep]
-        if step < quantise_from:
-            z = z_st = unit_latents(vq, batch)
-        else:
+        quantising = step >= quantise_from
+        if quantising:
             z, z_q, ids = quantise(vq, batch)
             z_st = z + (z_q - z).detach()
+        else:
+            z = z_st = unit_latents(vq, batch)
         recon = vq.decoder(vq.post_quant_conv(z_st))
         err = recon - batch
         rec = (weight * (err.square() + 0.5 * err.abs())).sum() / (weight.sum() * 3)
         vq_loss = (F.mse_loss(z_q, z.detach()) + cfg.commitment * F.mse_loss(z, z_q.detach())
-                   if step >= quantise_from else torch.zeros(()))
+                   if quantising else torch.zeros(()))
         loss = rec + vq_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step < quantise_from:
+        if not quantising:
             if step % 25 == 0:
                 log(f"vq step {step}/{cfg.steps} rec {rec.item():.4f} (autoencoder) ({time.perf_counter() - start:.0f}s)")
             continue
@@ -156,8 +162,8 @@ def train_vq(arch: VQArch, grid: int, cfg: VQTrainConfig, log=print) -> tuple[VQ
             dead = (usage == 0).nonzero().flatten()
             if len(dead):
                 with torch.no_grad():  # the worst-quantised latents of this batch become the dead codes
-                    flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-                    err = (flat - z_q.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])).pow(2).sum(1)
+                    flat = grid_rows(z.detach())
+                    err = (flat - grid_rows(z_q.detach())).pow(2).sum(1)
                     worst = err.argsort(descending=True)[: len(dead)]
                     vq.quantize.embedding.weight[dead[: len(worst)]] = flat[worst]
             stats["dead_codes"] = int(len(dead))
