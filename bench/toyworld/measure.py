@@ -1,6 +1,6 @@
 """Measures the toy-world Janus (default: the shipped one) and appends one JSON row to bench/toyworld/results.jsonl.
 
-    .venv/bin/python bench/toyworld/measure.py [--model DIR] [--scenes 20] [--prompts 10] [--samples 4] [--cfg-scale S]
+    .venv/bin/python bench/toyworld/measure.py [--model DIR] [--scenes 20] [--prompts 20] [--samples 4] [--cfg-scale S]
 
 Rows carry the model's safetensors hash, the eval config, the device and torch version, so numbers from different
 checkpoints or machines are never mixed up. The reference for the judge is the oracle itself (Spearman 1.0);
@@ -30,7 +30,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default=str(default_model_path()))
     p.add_argument("--scenes", type=int, default=20)
-    p.add_argument("--prompts", type=int, default=10)
+    p.add_argument("--prompts", type=int, default=20)
     p.add_argument("--samples", type=int, default=EvalConfig.samples_per_prompt)
     p.add_argument("--cfg-scale", type=float, default=EvalConfig.cfg_scale)
     p.add_argument("--temperature", type=float, default=EvalConfig.temperature)

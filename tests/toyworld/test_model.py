@@ -30,6 +30,17 @@ def test_parse_score_and_spearman():
     assert math.isclose(spearman([1, 2, 3, 4], [4, 3, 2, 1]), -1.0)
 
 
+def test_pair_accuracy_counts_ordered_pairs_within_a_prompt():
+    from unicorn.toyworld.model.evaluate import pair_accuracy
+
+    row = lambda oracle, model: {"oracle": oracle, "model": model}  # noqa: E731
+    right = [row(2, 1), row(8, 9), row(8, 3)]  # pairs (2,8) (2,8) ordered right, (8,8) skipped
+    assert pair_accuracy([right]) == {"judge_pair_accuracy": 1.0, "judge_pairs": 2}
+    mixed = [row(0, 5), row(4, 5), row(9, None)]  # a tie, an unparsed score, an unparsed score: all half
+    wrong = [row(1, 7), row(6, 2)]
+    assert pair_accuracy([mixed, wrong]) == {"judge_pair_accuracy": 1.5 / 4, "judge_pairs": 4}
+
+
 def test_shipped_model_draws_and_judges(engine):
     from unicorn import ImageGenParams, SamplingParams
 

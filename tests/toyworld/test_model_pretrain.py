@@ -1,5 +1,5 @@
-"""`unicorn toyworld pretrain --quick` runs the whole pipeline (tokenizer, VQ, CPR data, the project's trainer,
-export) and is deterministic: the same seed gives the same model.safetensors bytes."""
+"""`unicorn toyworld pretrain --quick` runs the whole pipeline (tokenizer, VQ, CPR data, the project's trainer, the
+model's own drawings judged by the oracle, a second LM round, export) and is deterministic: the same seed gives the same model.safetensors bytes."""
 import os
 
 import pytest
@@ -29,10 +29,22 @@ def test_quick_pretrain_is_deterministic_and_reuses_its_vq_stage(tmp_path, capsy
         assert {"config.json", "tokenizer.json", "model.safetensors", "pretrain_report.json"} <= set(os.listdir(out))
         hashes.append(file_sha256(str(out / "model.safetensors")))
     assert hashes[0] == hashes[1] == hashes[2]
-    assert capsys.readouterr().out.count("vq: reusing") == 1
-    # the key pins the codec and training code: a stage from edited code is not loaded
+    # round 2 trained on round 1's records plus oracle judgements of round 1's own drawings
     import json
 
+    from unicorn.cpr.schema import read_manifest, read_records
+    from unicorn.toyworld.scene import CATEGORIES
+
+    with open(tmp_path / "a" / "pretrain_report.json") as f:
+        report = json.load(f)
+    assert report["self_drawn"]["drawn"] == len(CATEGORIES) * 2 and report["lm_round2"]["steps"] == 2
+    base, both = tmp_path / "a.work" / "data", tmp_path / "a.work" / "self_drawn"
+    assert read_manifest(str(both)).num_records == read_manifest(str(base)).num_records + len(CATEGORIES) * 2 * 2
+    drawn = [r for r in read_records(str(both)) if r.provenance.get("variant") == "self_drawn"]
+    assert {r.kind for r in drawn} == {"judgement", "caption"}
+    assert all((both / r.image.path).is_file() for r in read_records(str(both)) if r.image.path)
+    assert capsys.readouterr().out.count("vq: reusing") == 1
+    # the key pins the codec and training code: a stage from edited code is not loaded
     from unicorn.toyworld.pretrain import TEXT, VQ, load_vq_stage
 
     vq_dir = str(tmp_path / "a.work" / "vq")
@@ -42,6 +54,11 @@ def test_quick_pretrain_is_deterministic_and_reuses_its_vq_stage(tmp_path, capsy
     assert load_vq_stage(vq_dir, key, arch) is not None
     edited = {**key, "code": {**key["code"], "unicorn.toyworld.model.vq_train": "0" * 64}}
     assert load_vq_stage(vq_dir, edited, arch) is None
+    # without round 2 (the default), the export is round 1's model itself
+    assert main(["pretrain", "--out", str(tmp_path / "r1"), "--seed", "3", "--quick", "--self-drawn-steps", "0"]) == 0
+    assert file_sha256(str(tmp_path / "r1" / "model.safetensors")) == file_sha256(
+        str(tmp_path / "a.work" / "round1" / "model.safetensors"))
+    assert not (tmp_path / "r1.work" / "self_drawn").exists()
     # another seed is another VQ stage: retrained, not reused
     assert main(["pretrain", "--out", str(tmp_path / "a"), "--seed", "4", "--quick"]) == 0
     assert "vq: reusing" not in capsys.readouterr().out

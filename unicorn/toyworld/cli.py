@@ -1,6 +1,6 @@
 """``unicorn toyworld pretrain`` and ``unicorn toyworld eval``: build and measure the toy-world Janus.
 
-    unicorn toyworld pretrain --out DIR --seed 0 [--quick]
+    unicorn toyworld pretrain --out DIR --seed 0 [--quick] [--self-drawn-steps N]
     unicorn toyworld eval [--model DIR] [--out report.json] [--scenes 12] [--prompts 8] [--samples 4]
 """
 from __future__ import annotations
@@ -16,6 +16,9 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a minute-scale run of the same pipeline (tests)")
     p.add_argument("--work-dir", default=None, help="intermediate files (default: OUT.work)")
     p.add_argument("--lm-steps", type=int, default=None, help="override the LM training steps")
+    p.add_argument("--self-drawn-steps", type=int, default=None,
+                   help="a second LM round of this many steps on oracle judgements of the model's own drawings (0: off)")
+    p.add_argument("--self-drawn-per-prompt", type=int, default=None, help="round-2 drawings per train prompt")
 
 
 def _add_eval(sub) -> None:
@@ -48,6 +51,10 @@ def cmd_pretrain(args) -> dict:
     cfg = PretrainConfig.quick(args.seed) if args.quick else PretrainConfig().with_seed(args.seed)
     if args.lm_steps:
         cfg = replace(cfg, lm=replace(cfg.lm, steps=args.lm_steps))
+    if args.self_drawn_steps is not None:
+        cfg = replace(cfg, self_drawn=replace(cfg.self_drawn, steps=args.self_drawn_steps))
+    if args.self_drawn_per_prompt is not None:
+        cfg = replace(cfg, self_drawn=replace(cfg.self_drawn, drawings_per_prompt=args.self_drawn_per_prompt))
     return pretrain(args.out, cfg, work_dir=args.work_dir)
 
 
@@ -80,7 +87,8 @@ def format_report(r: dict) -> str:
         + " ".join(f"{t} {v:.2f}" for t, v in u["per_type"].items()),
         f"generation: oracle accuracy {g['oracle_accuracy']:.3f}, mean score {g['mean_score']:.2f}, "
         f"pass rate (>= 8) {g['pass_rate']:.3f} on {g['n']} images; per prompt: best-of-n pass rate "
-        f"{g['best_of_n_pass_rate']:.3f}, best score {g['best_score']:.2f}, the judge's pick {g['judge_pick_score']:.2f}",
+        f"{g['best_of_n_pass_rate']:.3f}, best score {g['best_score']:.2f}, the judge's pick {g['judge_pick_score']:.2f}; "
+        f"judge pair accuracy within a prompt {g['judge_pair_accuracy']:.3f} on {g['judge_pairs']} pairs (chance 0.5)",
     ]
     codec = r.get("codec_roundtrip")
     if codec:

@@ -1,4 +1,6 @@
-"""Rebuilds the toy-world Janus from scratch: tokenizer -> VQ -> oracle-labelled CPR data -> LM pretraining.
+"""Rebuilds the toy-world Janus from scratch: tokenizer -> VQ -> oracle-labelled CPR data -> LM pretraining, and
+optionally a second LM round on oracle judgements of round 1's own drawings (model/self_drawn.py; off by default:
+measured, it did not reliably help, see bench/toyworld/README.md).
 
     unicorn toyworld pretrain --out DIR --seed 0 [--quick]
 
@@ -7,9 +9,9 @@ model.safetensors (its sha256 is printed and written to DIR/pretrain_report.json
 the aligners and the generation head are trained by the project's trainer (unicorn/training) on the CPR data set;
 the VQ codec is trained first by its own small loop (model/vq_train.py) and stays frozen afterwards.
 
-On 2 CPU cores: VQ ~10 min, data ~1 min, LM ~13 min. The trained codec is kept in WORK/vq with the key it was trained
-under (architecture, training config, thread count, sha256 of the codec and training code); a rerun with the same
-key (after a crash, or with other data or LM settings) reuses it and gets the same bytes as a run from scratch.
+On 2 CPU cores: VQ ~10 min, data ~1 min, LM ~13 min (round 2: drawing ~2 min, LM ~5 min). The trained codec is
+kept in WORK/vq with the key it was trained under (architecture, training config, thread count, sha256 of the codec
+and training code); a rerun with the same key (after a crash, or with other data or LM settings) reuses it and gets the same bytes as a run from scratch.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from unicorn.models.janus_config import VQArch
 from unicorn.models.janus_tiny import write_random_janus_checkpoint
 from unicorn.toyworld.model import vq_train
 from unicorn.toyworld.model.data import WorldDataConfig, build_world_dataset, corpus_texts
+from unicorn.toyworld.model.self_drawn import SelfDrawnConfig, build_self_drawn_dataset
 from unicorn.toyworld.model.tokenizer import template_texts, train_world_tokenizer
 from unicorn.toyworld.model.vq_train import VQTrainConfig, train_vq
 
@@ -60,13 +63,15 @@ class PretrainConfig:
     data: WorldDataConfig = field(default_factory=WorldDataConfig)
     vq: VQTrainConfig = field(default_factory=VQTrainConfig)
     lm: LMTrainConfig = field(default_factory=LMTrainConfig)
+    self_drawn: SelfDrawnConfig = field(default_factory=SelfDrawnConfig)
 
     @classmethod
     def quick(cls, seed: int = 0) -> "PretrainConfig":
         """A minute-scale run with the same pipeline (for tests): tiny data, few steps."""
         return cls(seed=seed, data=WorldDataConfig(scenes_per_category=6, seed=seed),
                    vq=VQTrainConfig(num_images=64, steps=6, reseed_every=3, seed=seed),
-                   lm=LMTrainConfig(steps=4, micro_batch=2, seq_len=512, warmup=1))
+                   lm=LMTrainConfig(steps=4, micro_batch=2, seq_len=512, warmup=1),
+                   self_drawn=SelfDrawnConfig(scenes_per_category=1, drawings_per_prompt=2, steps=2))
 
     def with_seed(self, seed: int) -> "PretrainConfig":
         return replace(self, seed=seed, data=replace(self.data, seed=seed), vq=replace(self.vq, seed=seed))
@@ -129,14 +134,31 @@ def load_vq_stage(vq_dir: str, key: dict, arch: VQArch):
     return vq.eval(), stage["stats"]
 
 
+RESTARTED_STAGES = ("init", "data", "train", "round1", "self_drawn", "train_self")
+
+
+def lm_train_config(model: str, data: str, train_dir: str, export: str, seed: int, steps: int, lr: float,
+                    lm: LMTrainConfig):
+    """One LM round with the project's trainer: ``steps`` from ``model``'s weights with a fresh optimizer, exported to
+    ``export`` in the engine's layout."""
+    from unicorn.training.config import OptimConfig, TrainConfig
+
+    return TrainConfig(
+        model=model, data=data, out=train_dir, backend="single", steps=steps, micro_batch=lm.micro_batch,
+        seq_len=lm.seq_len, seed=seed, device="cpu", precision="fp32",
+        optim=OptimConfig(lr=lr, warmup=lm.warmup, schedule="cosine", weight_decay=lm.weight_decay, clip=1.0),
+        kind_weights=dict(lm.kind_weights), cond_dropout=lm.cond_dropout, log_every=max(1, steps // 30),
+        export=export, keep=1,
+    )
+
+
 def pretrain(out: str, cfg: PretrainConfig, work_dir: str | None = None, log=print) -> dict:
     """Builds the checkpoint at ``out`` (engine layout); returns the report also written to out/pretrain_report.json."""
-    from unicorn.training.config import OptimConfig, TrainConfig
     from unicorn.training.trainer import Trainer
 
     torch.manual_seed(cfg.seed)
     work = work_dir or out.rstrip("/") + ".work"
-    for stage in ("init", "data", "train"):  # the VQ stage may be reused (load_vq_stage checks its key)
+    for stage in RESTARTED_STAGES:  # the VQ stage may be reused (load_vq_stage checks its key)
         shutil.rmtree(os.path.join(work, stage), ignore_errors=True)
     os.makedirs(work, exist_ok=True)
     times = {}
@@ -172,23 +194,29 @@ def pretrain(out: str, cfg: PretrainConfig, work_dir: str | None = None, log=pri
     log(f"data: {data_stats} ({times['data_s']:.1f}s)")
 
     t = time.perf_counter()
-    lm = cfg.lm
-    train_cfg = TrainConfig(
-        model=init_dir, data=data_dir, out=os.path.join(work, "train"), backend="single", steps=lm.steps,
-        micro_batch=lm.micro_batch, seq_len=lm.seq_len, seed=cfg.seed, device="cpu", precision="fp32",
-        optim=OptimConfig(lr=lm.lr, warmup=lm.warmup, schedule="cosine", weight_decay=lm.weight_decay, clip=1.0),
-        kind_weights=dict(lm.kind_weights), cond_dropout=lm.cond_dropout, log_every=max(1, lm.steps // 30),
-        export=out, keep=1,
-    )
-    summary = Trainer(train_cfg, log=log).train()
+    lm, second = cfg.lm, cfg.self_drawn
+    round1 = os.path.join(work, "round1") if second.steps else out
+    summary1 = Trainer(lm_train_config(init_dir, data_dir, os.path.join(work, "train"), round1, cfg.seed, lm.steps, lm.lr,
+                                       lm), log=log).train()
     times["lm_s"] = time.perf_counter() - t
+    self_stats = summary2 = None
+    if second.steps:
+        t = time.perf_counter()
+        self_dir = os.path.join(work, "self_drawn")
+        self_stats = build_self_drawn_dataset(round1, data_dir, self_dir, second, cfg.seed, log=log)
+        times["self_drawn_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        summary2 = Trainer(lm_train_config(round1, self_dir, os.path.join(work, "train_self"), out, cfg.seed,
+                                           second.steps, second.lr, lm), log=log).train()
+        times["lm_round2_s"] = time.perf_counter() - t
     times["total_s"] = time.perf_counter() - start
 
     weights = os.path.join(out, "model.safetensors")
     os.chmod(weights, 0o644)  # shipped in the package: readable by everyone
     report = {
         "seed": cfg.seed, "config": asdict(cfg), "times": times, "torch_threads": torch.get_num_threads(),
-        "vq": vq_stats, "data": data_stats, "lm": {k: v for k, v in summary.items() if k != "export"},
+        "vq": vq_stats, "data": data_stats, "lm": {k: v for k, v in summary1.items() if k != "export"},
+        "self_drawn": self_stats, "lm_round2": summary2 and {k: v for k, v in summary2.items() if k != "export"},
         "model_safetensors_sha256": file_sha256(weights), "model_safetensors_bytes": os.path.getsize(weights),
     }
     with open(os.path.join(out, "pretrain_report.json"), "w") as f:

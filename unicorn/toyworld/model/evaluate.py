@@ -8,7 +8,8 @@
     generation     n images drawn per held-out prompt, per category: mean oracle score, pass rate (score >= 8),
                    "oracle accuracy" = mean fraction of the prompt's questions the oracle answers right from the
                    drawn image (UniCycle's soft score with a perfect reader), best-of-n pass rate, and the oracle
-                   score of the drawing the model's own judge ranks first (what self-play's rejection sampling keeps).
+                   score of the drawing the model's own judge ranks first (what self-play's rejection sampling keeps),
+                   and the judge's pair accuracy within a prompt's drawings (chance 0.5).
     codec          the same prompts' clean renders through the VQ round trip: the ceiling of the drawing scores.
 The model is prompted with the trainer's own formats (unicorn/training/formats.py), through the public Engine API.
 """
@@ -176,7 +177,25 @@ def _per_prompt(rows: list[dict]) -> dict:
     picks = [max(g, key=lambda r: -1 if r["model"] is None else r["model"]) for g in groups.values()]
     return {"best_of_n_pass_rate": float(np.mean([any(r["oracle"] >= 8 for r in g) for g in groups.values()])),
             "judge_pick_score": float(np.mean([r["oracle"] for r in picks])),
-            "best_score": float(np.mean([max(r["oracle"] for r in g) for g in groups.values()]))}
+            "best_score": float(np.mean([max(r["oracle"] for r in g) for g in groups.values()])),
+            **pair_accuracy(groups.values())}
+
+
+def pair_accuracy(groups) -> dict:
+    """Over pairs of drawings of the same prompt that the oracle scores differently: the share the judge orders the
+    same way (a tie or an unparsed score counts half; chance is 0.5). What rejection sampling needs from a judge."""
+    credit, pairs = 0.0, 0
+    for g in groups:
+        for i, a in enumerate(g):
+            for b in g[i + 1:]:
+                if a["oracle"] == b["oracle"]:
+                    continue
+                pairs += 1
+                if a["model"] is None or b["model"] is None or a["model"] == b["model"]:
+                    credit += 0.5
+                elif (a["model"] > b["model"]) == (a["oracle"] > b["oracle"]):
+                    credit += 1.0
+    return {"judge_pair_accuracy": credit / pairs if pairs else float("nan"), "judge_pairs": pairs}
 
 
 def summarise(judge_rows, qa_rows, gen_rows, cfg: EvalConfig, elapsed: float) -> dict:
