@@ -1,5 +1,6 @@
 """`unicorn toyworld pretrain --quick` runs the whole pipeline (tokenizer, VQ, CPR data, the project's trainer, the
-model's own drawings judged by the oracle, a second LM round, export) and is deterministic: the same seed gives the same model.safetensors bytes."""
+model's own drawings judged by the oracle, a second LM round, export) and is deterministic: the same seed gives the
+same model.safetensors bytes."""
 import os
 
 import pytest

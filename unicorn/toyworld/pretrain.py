@@ -2,7 +2,7 @@
 optionally a second LM round on oracle judgements of round 1's own drawings (model/self_drawn.py; off by default:
 measured, it did not reliably help, see bench/toyworld/README.md).
 
-    unicorn toyworld pretrain --out DIR --seed 0 [--quick]
+    unicorn toyworld pretrain --out DIR --seed 0 [--quick] [--self-drawn-steps N [--self-drawn-per-prompt K]]
 
 Every stage is seeded; the same seed on the same machine (and torch thread count) gives the same
 model.safetensors (its sha256 is printed and written to DIR/pretrain_report.json). The LM, the understanding encoder,
@@ -11,7 +11,8 @@ the VQ codec is trained first by its own small loop (model/vq_train.py) and stay
 
 On 2 CPU cores: VQ ~10 min, data ~1 min, LM ~13 min (round 2: drawing ~2 min, LM ~5 min). The trained codec is
 kept in WORK/vq with the key it was trained under (architecture, training config, thread count, sha256 of the codec
-and training code); a rerun with the same key (after a crash, or with other data or LM settings) reuses it and gets the same bytes as a run from scratch.
+and training code); a rerun with the same key (after a crash, or with other data or LM settings) reuses it and gets
+the same bytes as a run from scratch.
 """
 from __future__ import annotations
 

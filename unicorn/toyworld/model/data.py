@@ -68,6 +68,20 @@ def judge_reasoning(report: OracleReport) -> str:
     return ", ".join(parts) + "."
 
 
+def judgement_record(rid: str, item: "Item", image: ImageRef, report: OracleReport, seed: int,
+                     provenance: dict) -> JudgementRecord:
+    """prompt + image -> the oracle's rubric reasoning and ``Score: N``."""
+    return JudgementRecord(id=rid, category=item.category, prompt=item.prompt, image=image, seed=seed,
+                           reasoning=judge_reasoning(report), score=report.score, provenance=provenance)
+
+
+def question_record(rid: str, item: "Item", q: Question, image: ImageRef, report: OracleReport, seed: int,
+                    provenance: dict) -> CaptionRecord:
+    """image + one of the scene's questions -> what the oracle reads in this image ("none" when it reads nothing)."""
+    return CaptionRecord(id=rid, category=item.category, prompt=report.answers[q.id] or "none", image=image,
+                         instruction=question_text(q), seed=seed, provenance={**provenance, "question": q.to_dict()})
+
+
 @dataclass
 class Item:
     """One scene with its prompt, questions and clean render."""
@@ -180,16 +194,12 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
             for j, (variant, rgb) in enumerate(judged):
                 ref = clean if variant == "clean" else write(f"{rid}-{j}-{variant}", rgb)
                 report = judge(item.scene, rgb, item.questions)
-                records.append(JudgementRecord(
-                    id=f"{rid}-jud{j}", category=category, prompt=item.prompt, image=ref, seed=cfg.seed,
-                    reasoning=judge_reasoning(report), score=report.score,
-                    provenance={"source": "toyworld", "key": item.key, "variant": variant, "oracle": report.raw_score}))
+                provenance = {"source": "toyworld", "key": item.key, "variant": variant}
+                records.append(judgement_record(f"{rid}-jud{j}", item, ref, report, cfg.seed,
+                                                {**provenance, "oracle": report.raw_score}))
                 asked = rng.sample(item.questions, min(cfg.questions_per_scene, len(item.questions)))
                 for q in asked[: 1 + (j == 0)]:
-                    records.append(CaptionRecord(
-                        id=f"{rid}-q{j}{q.id}", category=category, prompt=report.answers[q.id] or "none", image=ref,
-                        instruction=question_text(q), seed=cfg.seed,
-                        provenance={"source": "toyworld", "key": item.key, "variant": variant, "question": q.to_dict()}))
+                    records.append(question_record(f"{rid}-q{j}{q.id}", item, q, ref, report, cfg.seed, provenance))
             if propose:
                 records.append(CaptionRecord(
                     id=f"{rid}-prop", category=category, prompt=item.prompt, image=ImageRef(path=BLANK_IMAGE),

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from unicorn.cpr.schema import CaptionRecord, ImageRef, JudgementRecord, read_records, write_dataset
-from unicorn.toyworld.model.data import judge_reasoning, make_item, question_text
+from unicorn.cpr.schema import ImageRef, read_records, write_dataset
+from unicorn.toyworld.model.data import judgement_record, make_item, question_record
 from unicorn.toyworld.oracle import judge
 from unicorn.toyworld.scene import CATEGORIES
 
@@ -72,13 +72,9 @@ def self_drawn_records(engine, cfg: SelfDrawnConfig, out_dir: str, seed: int, lo
             image.save(os.path.join(out_dir, ref.path))
             provenance = {"source": "toyworld", "key": item.key, "variant": "self_drawn", "drawing": j,
                           "oracle": report.raw_score}
-            records.append(JudgementRecord(
-                id=f"{rid}-jud", category=item.category, prompt=item.prompt, image=ref, seed=seed,
-                reasoning=judge_reasoning(report), score=report.score, provenance=provenance))
+            records.append(judgement_record(f"{rid}-jud", item, ref, report, seed, provenance))
             q = rng.choice(item.questions)
-            records.append(CaptionRecord(
-                id=f"{rid}-q{q.id}", category=item.category, prompt=report.answers[q.id] or "none", image=ref,
-                instruction=question_text(q), seed=seed, provenance={**provenance, "question": q.to_dict()}))
+            records.append(question_record(f"{rid}-q{q.id}", item, q, ref, report, seed, provenance))
     return records, scores
 
 
