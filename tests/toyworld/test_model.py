@@ -1,7 +1,7 @@
 """The shipped toy-world Janus: it loads in the Engine, draws, judges in the `Score: N` format while looking at the
 image, its codec keeps what the oracle checks, and it measures as reported (it understands better than it draws).
-Floors are well under the measured values (bench/toyworld/README.md: judge Spearman 0.27, understanding 0.49,
-generation 0.15, codec round trip 5.5 / 10)."""
+Floors are well under the measured values (bench/toyworld/README.md: judge Spearman 0.41, understanding 0.51,
+generation 0.15, codec round trip 5.6 / 10)."""
 import math
 
 import numpy as np
@@ -66,7 +66,7 @@ def test_shipped_judge_looks_at_the_image(engine):
     requests = [judge_request(it.prompt, im) for it in items for im in (PIL.Image.fromarray(it.rgb), blank)]
     scores = [parse_score(o.text) for o in engine.generate(requests, SamplingParams(max_tokens=48, temperature=0.0))]
     clean, blanks = np.array(scores[0::2], dtype=float), np.array(scores[1::2], dtype=float)
-    assert clean.mean() >= blanks.mean() + 2, (clean, blanks)  # measured: 4.6 vs 0.0
+    assert clean.mean() >= blanks.mean() + 2, (clean, blanks)  # measured: 9.3 vs 0.0
 
 
 def test_shipped_vq_codec_keeps_what_the_oracle_checks(engine):
@@ -81,10 +81,15 @@ def test_shipped_vq_codec_keeps_what_the_oracle_checks(engine):
     assert codec["mean_score"] >= VQ_ROUNDTRIP_FLOOR, codec
 
 
-def test_eval_judge_tracks_oracle_and_understanding_beats_drawing(engine):
-    report = evaluate(engine, EvalConfig(scenes_per_category=8, prompts_per_category=1), vq=engine.model.vqmodel,
+def test_eval_judge_tracks_oracle_ranks_its_own_drawings_and_understanding_beats_drawing(engine):
+    """Measured on this set: Spearman 0.52; pair accuracy 0.64 on 131 pairs, the judge's pick 2.19 vs a 1.63 mean
+    drawing. The 4000-step checkpoint before it ranked its own drawings at chance (0.50) and picked below the mean."""
+    report = evaluate(engine, EvalConfig(scenes_per_category=8, prompts_per_category=4), vq=engine.model.vqmodel,
                       log=lambda *a: None)
     assert report["judge"]["parse_rate"] >= 0.9
-    assert report["judge"]["spearman"] > 0.1, report["judge"]
+    assert report["judge"]["spearman"] > 0.25, report["judge"]
+    generation = report["generation"]
+    assert generation["judge_pair_accuracy"] > 0.55, generation
+    assert generation["judge_pick_score"] > generation["mean_score"], generation
     assert report["generation"]["oracle_accuracy"] < report["understanding"]["accuracy"]
     assert np.isfinite(report["understanding"]["accuracy"])

@@ -9,7 +9,7 @@ model.safetensors (its sha256 is printed and written to DIR/pretrain_report.json
 the aligners and the generation head are trained by the project's trainer (unicorn/training) on the CPR data set;
 the VQ codec is trained first by its own small loop (model/vq_train.py) and stays frozen afterwards.
 
-On 2 CPU cores: VQ ~10 min, data ~1 min, LM ~13 min (round 2: drawing ~2 min, LM ~5 min). The trained codec is
+On 2 CPU cores: VQ ~10 min, data ~1 min, LM ~27 min (round 2: drawing ~2 min, LM ~5 min). The trained codec is
 kept in WORK/vq with the key it was trained under (architecture, training config, thread count, sha256 of the codec
 and training code); a rerun with the same key (after a crash, or with other data or LM settings) reuses it and gets
 the same bytes as a run from scratch.
@@ -46,7 +46,7 @@ VQ = dict(embed_dim=8, num_embeddings=512, latent_channels=32, base_channels=32,
 
 @dataclass(frozen=True)
 class LMTrainConfig:
-    steps: int = 4000
+    steps: int = 8000  # 4000 gave a judge no better than chance at ranking its own drawings (bench README)
     micro_batch: int = 4
     seq_len: int = 512
     lr: float = 2e-3
