@@ -96,3 +96,17 @@ def test_oracle_accepts_pil_and_float_arrays():
     from PIL import Image
     assert judge(scene, Image.fromarray(arr)).score == 10
     assert judge(scene, arr.astype(np.float32) / 255).score == 10
+
+
+def test_style_answer_on_a_tie_does_not_depend_on_the_hash_seed():
+    """A filled and an outlined blob: the answer is "outline" in every process (max over a set of str followed the
+    per-process hash seed, and two rebuilds of the toy model's data disagreed on two answers)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from types import SimpleNamespace as N; from unicorn.toyworld.oracle import answer; "
+            "print(answer({'kind': 'style'}, N(blobs=[N(style='filled'), N(style='outline')])))")
+    answers = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in range(6)}
+    assert answers == {"outline"}

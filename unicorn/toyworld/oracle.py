@@ -291,7 +291,9 @@ def answer(query: dict, reading: Reading) -> str:
         return reading.text_colour or "none"
     if kind == "style":
         styles = [b.style for b in blobs]
-        return max(set(styles), key=styles.count) if styles else "none"
+        # ties go to "outline", fixed: max over a set of str follows the per-process hash seed, and made two rebuilds
+        # of the same seed disagree on a few answers
+        return max(sorted(set(styles), reverse=True), key=styles.count) if styles else "none"
     if kind == "background":
         sky, ground = reading.analysis.sky, reading.analysis.ground
         if sky == ground:
