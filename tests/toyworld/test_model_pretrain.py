@@ -63,3 +63,13 @@ def test_quick_pretrain_is_deterministic_and_reuses_its_vq_stage(tmp_path, capsy
     # another seed is another VQ stage: retrained, not reused
     assert main(["pretrain", "--out", str(tmp_path / "a"), "--seed", "4", "--quick"]) == 0
     assert "vq: reusing" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, value", [("--self-drawn-steps", "-3"), ("--self-drawn-per-prompt", "0")])
+def test_bad_round_two_settings_are_refused_before_any_work(tmp_path, capsys, flag, value):
+    from unicorn.toyworld.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--out", str(tmp_path / "m"), "--quick", flag, value])
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "m.work").exists()

@@ -9,6 +9,16 @@ import argparse
 import json
 
 
+def int_at_least(low: int):
+    """An argparse type: an int >= low, so a bad round-2 setting is refused before round 1 spends its minutes."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
 def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="rebuild the toy-world Janus from scratch (tokenizer, VQ, data, LM)")
     p.add_argument("--out", required=True, help="checkpoint directory to write (engine layout)")
@@ -16,9 +26,10 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a minute-scale run of the same pipeline (tests)")
     p.add_argument("--work-dir", default=None, help="intermediate files (default: OUT.work)")
     p.add_argument("--lm-steps", type=int, default=None, help="override the LM training steps")
-    p.add_argument("--self-drawn-steps", type=int, default=None,
+    p.add_argument("--self-drawn-steps", type=int_at_least(0), default=None,
                    help="a second LM round of this many steps on oracle judgements of the model's own drawings (0: off)")
-    p.add_argument("--self-drawn-per-prompt", type=int, default=None, help="round-2 drawings per train prompt")
+    p.add_argument("--self-drawn-per-prompt", type=int_at_least(1), default=None,
+                   help="round-2 drawings per train prompt")
 
 
 def _add_eval(sub) -> None:
