@@ -10,7 +10,10 @@ from pathlib import Path
 
 def _engine(args):
     from unicorn.engine.llm_engine import Engine
+    from unicorn.toyworld.model import default_model_path
 
+    if args.model is None:
+        args.model = str(default_model_path())
     return Engine(args.model, device=args.device, dtype=args.dtype, num_kv_blocks=args.num_kv_blocks,
                   seed=args.seed)
 
@@ -23,11 +26,8 @@ def cmd_demo(args) -> None:
     from unicorn.engine.params import ImageGenParams, SamplingParams
     from unicorn.toyworld import judge as oracle_judge
     from unicorn.toyworld import make_prompt, sample_scene
-    from unicorn.toyworld.model import default_model_path
     from unicorn.toyworld.model.evaluate import EvalConfig, judge_request
 
-    if args.model is None:
-        args.model = str(default_model_path())
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = _engine(args)
@@ -98,8 +98,8 @@ def cmd_generate_images(args) -> None:
             print(path)
 
 
-def _common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required, default=None, help="checkpoint directory")
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the embedded toy-world model)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--num-kv-blocks", type=int, default=None)
@@ -114,12 +114,14 @@ def _sampling(p: argparse.ArgumentParser, temperature: float) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="unicorn", description=__doc__,
-        epilog="also: `unicorn train ...` (fine-tuning on CPR data), `unicorn toyworld ...` (the embedded world)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """One argparse tree for every command; the stages with their own modules add their subparsers."""
+    from unicorn.toyworld import cli as toyworld_cli
+    from unicorn.training import cli as training_cli
+
+    parser = argparse.ArgumentParser(prog="unicorn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("demo", help="draw and judge toy-world images with the embedded default model")
-    _common(p, model_required=False)
+    _common(p)
     p.add_argument("--n", type=int, default=2, help="images per prompt")
     p.add_argument("--out", default="out/demo")
     p.set_defaults(func=cmd_demo)
@@ -136,30 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/images")
     p.add_argument("prompt", nargs="+")
     p.set_defaults(func=cmd_generate_images)
+    training_cli.add_subparser(sub)
+    toyworld_cli.add_subparser(sub)
     return parser
 
 
-# Stages with their own command lines, dispatched before argparse sees their flags.
-_DELEGATED = {
-    "train": "unicorn.training.cli",
-    "toyworld": "unicorn.toyworld.cli",
-}
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in _DELEGATED:
-        import importlib
-
-        return importlib.import_module(_DELEGATED[argv[0]]).main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
-        args.func(args)
+        status = args.func(args)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:  # CheckpointError, RequestError, bad params
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"unicorn: error: {message}", file=sys.stderr)
         return 2
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

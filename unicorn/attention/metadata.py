@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+FP8_DTYPES = (torch.float8_e4m3fn,)  # cache dtypes that store x / scale
+
 
 @dataclass
 class KVCache:

@@ -4,9 +4,32 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unicorn.attention.metadata import AttentionMetadata, KVCache
-from unicorn.kernels.store_kv import FP8_DTYPES
-from unicorn.kernels.store_kv import store_kv_ref as store_kv_tensors_ref
+from unicorn.attention.metadata import FP8_DTYPES, AttentionMetadata, KVCache
+
+
+def store_kv_tensors_ref(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    k_scale: float = 1.0,
+    v_scale: float = 1.0,
+) -> None:
+    """K/V rows [T, Hkv, D] -> cache tensors [num_blocks, block_size, Hkv, D] at their slots; a negative slot is
+    padding; an fp8 cache stores ``x / scale``. The reference of unicorn.kernels.store_kv.store_kv."""
+    num_blocks, block_size, num_heads, head_dim = key_cache.shape
+    keep = slot_mapping >= 0
+    slots = slot_mapping[keep]
+    key, value = key[keep], value[keep]
+    if key_cache.dtype in FP8_DTYPES:  # index_copy_ has no fp8 kernel on CPU: copy the bytes
+        key = (key.float() / k_scale).to(key_cache.dtype).view(torch.uint8)
+        value = (value.float() / v_scale).to(value_cache.dtype).view(torch.uint8)
+        key_cache, value_cache = key_cache.view(torch.uint8), value_cache.view(torch.uint8)
+    else:
+        key, value = key.to(key_cache.dtype), value.to(value_cache.dtype)
+    key_cache.view(-1, num_heads, head_dim).index_copy_(0, slots, key)
+    value_cache.view(-1, num_heads, head_dim).index_copy_(0, slots, value)
 
 
 def store_kv_ref(key: torch.Tensor, value: torch.Tensor, cache: KVCache, slot_mapping: torch.Tensor) -> None:

@@ -141,7 +141,8 @@ class Engine:
             spec.num_layers, num_kv_blocks, block_size, spec.num_kv_heads, spec.head_dim, cache_dtype, self.device
         )
         self.runner = ModelRunner(self.model, caches, block_size, kernels=self.kernels)
-        self.prompts = PromptProcessor(self.spec, self.tokenizer, self.model.preprocess_images, model_path)
+        self.prompts = PromptProcessor(self.spec, self.tokenizer, self.model.preprocess_images, model_path,
+                                       prompt_format=getattr(self.model, "prompt_format", None))
         self._seed_stream = random.Random(seed)
         self._pending: dict[int, Request] = {}
         self._rejected: list[TextOutput | ImageOutput] = []  # requests that failed validation, answered at run()
@@ -176,7 +177,7 @@ class Engine:
             max_out = min(params.max_tokens, self.max_model_len - len(ids))
             row = Sequence(ids, images=images, output_kind="text")
             request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out)
-            request.eos_token_ids = (self.spec.eos_token_id,)
+            request.eos_token_ids = () if self.spec.eos_token_id is None else (self.spec.eos_token_id,)
             self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.TEXT, params, str(err))
@@ -194,7 +195,7 @@ class Engine:
                 )
             rows = [Sequence(ids, output_kind="image")]
             if params.cfg_scale != 1.0:  # at scale 1 the guided logits are the conditional ones
-                rows.append(Sequence(self.spec.content_free(ids), is_uncond=True, output_kind="image"))
+                rows.append(Sequence(self.prompts.unconditional(ids), is_uncond=True, output_kind="image"))
             request = Request(RequestKind.IMAGE, params, self._seed(params.seed), rows, self.spec.num_image_tokens)
             self._check_fits(request)
         except RequestError as err:

@@ -5,6 +5,8 @@ heads, image codec); it imports no concrete model.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from unicorn.attention import AttentionMetadata, KVCache
@@ -12,6 +14,17 @@ from unicorn.engine.kv_cache import copy_blocks
 from unicorn.engine.sampler import Sampler, SamplingBatch, sample_seed
 from unicorn.engine.scheduler import SchedulerOutput
 from unicorn.engine.sequence import Request, RequestKind, Sequence
+from unicorn.kernels.dispatch import kernel_choice
+
+
+def _under_kernel_choice(method):
+    # The engine's kernels choice reaches every elementwise dispatcher in the model (kernels="torch" means the
+    # references on CUDA too), not only attention and sampling, which the runner picks itself.
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with kernel_choice(self.attention_backend):
+            return method(self, *args, **kwargs)
+    return run
 
 
 class ModelRunner:
@@ -83,6 +96,7 @@ class ModelRunner:
 
     # ---- the step -------------------------------------------------------------------------------
     @torch.inference_mode()
+    @_under_kernel_choice
     def execute(self, out: SchedulerOutput) -> dict[int, list[int | None]]:
         """Runs the step's forward and returns ``{request_id: [token per sample]}`` for sampling requests."""
         copy_blocks(self.kv_caches, out.block_copies)
@@ -145,6 +159,7 @@ class ModelRunner:
         for (request_id, i), token in zip(slots, tokens):
             results[request_id][i] = token
 
+    @_under_kernel_choice
     def decode_images(self, image_tokens: torch.Tensor, chunk: int = 8) -> torch.Tensor:
         """VQ-decodes [N, num_image_tokens] codes to pixels, a few images at a time (full-resolution
         activations of many images at once cost more in memory traffic than they save)."""

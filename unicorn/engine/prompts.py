@@ -1,8 +1,14 @@
-"""Turns user prompts into token ids and placed images (the unconditional prompt is ModelSpec.content_free)."""
+"""Turns user prompts into token ids and placed images (the unconditional prompt is ModelSpec.content_free).
+
+The templates come from the model (``model.prompt_format``, see unicorn.models.spec.PromptFormat): the engine
+names no model family.
+"""
 from __future__ import annotations
 
 import hashlib
 from typing import Callable
+
+import torch
 
 from unicorn.engine.sequence import ImageInput
 
@@ -12,21 +18,33 @@ class RequestError(ValueError):
 
 
 def image_content_hash(image) -> int:
-    """Identifies an image's pixels, so prefix caching never mixes two images behind the same placeholders."""
+    """Identifies an image's pixels, so prefix caching never mixes two images behind the same placeholders.
+
+    A PIL image hashes its mode, size and bytes; a tensor its dtype, shape and bytes (so a tensor and its
+    PIL rendering, which differ by rounding, never share cached blocks)."""
     digest = hashlib.sha256()
-    digest.update(f"{image.mode}{image.size}".encode())
-    digest.update(image.tobytes())
+    if isinstance(image, torch.Tensor):
+        data = image.detach().to("cpu").contiguous()
+        digest.update(f"tensor{data.dtype}{tuple(data.shape)}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    else:
+        digest.update(f"{image.mode}{image.size}".encode())
+        digest.update(image.tobytes())
     return int.from_bytes(digest.digest()[:8], "little")
 
 
 class PromptProcessor:
-    """Prompt formats of one model: its chat and image-generation templates, special ids and image inputs."""
+    """Prompt formats of one model: its chat and image-generation templates, special ids and image inputs.
 
-    def __init__(self, spec, tokenizer, preprocess_images: Callable, source: str) -> None:
+    ``prompt_format`` (the model's, with ``understanding_prompt`` and ``generation_prompt``) is needed only for
+    str and messages prompts, the tokenizer likewise; token-id prompts need neither."""
+
+    def __init__(self, spec, tokenizer, preprocess_images: Callable, source: str, prompt_format=None) -> None:
         self.spec = spec
         self.tokenizer = tokenizer  # None: prompts must be token ids
         self.preprocess_images = preprocess_images
         self.source = source
+        self.prompt_format = prompt_format  # None: prompts must be token ids
 
     def _checked(self, ids: list[int]) -> list[int]:
         if not ids:
@@ -40,10 +58,8 @@ class PromptProcessor:
         {"messages": [...]} -> the model's chat format, images expanded to their placeholders."""
         images: list = []
         if isinstance(prompt, dict) and "messages" in prompt:
-            from unicorn.models.janus_chat import understanding_prompt
-
             messages = prompt["messages"]
-            text = understanding_prompt(messages, self.spec.num_image_tokens, prompt.get("system_prompt"))
+            text = self._format().understanding_prompt(messages, self.spec.num_image_tokens, prompt.get("system_prompt"))
             ids = self._tokenizer().encode(text, add_bos=True)
             images = [part["image"] for m in messages if not isinstance(m["content"], str)
                       for part in m["content"] if part.get("type") == "image"]
@@ -66,8 +82,22 @@ class PromptProcessor:
             raise RequestError(f"{self.source} has no tokenizer.json: give prompts as token ids")
         return self.tokenizer
 
+    def _format(self):
+        if self.prompt_format is None:
+            raise RequestError(f"the model of {self.source} has no prompt_format: give prompts as token ids")
+        return self.prompt_format
+
+    def unconditional(self, ids: list[int]) -> list[int]:
+        """The content-free prompt of classifier-free guidance (RequestError when the checkpoint lacks its ids)."""
+        try:
+            return self.spec.content_free(ids)
+        except ValueError as err:
+            raise RequestError(str(err)) from None
+
     def _place_images(self, ids: list[int], images: list) -> list[ImageInput]:
         spec = self.spec
+        if images and spec.image_token_id is None:
+            raise RequestError(f"{self.source} names no image_token_id in config.json: it cannot take images")
         starts = [i for i, t in enumerate(ids) if t == spec.image_token_id and (i == 0 or ids[i - 1] != t)]
         num_placeholders = sum(1 for t in ids if t == spec.image_token_id)
         if len(starts) != len(images) or num_placeholders != len(images) * spec.num_image_tokens:
@@ -77,7 +107,10 @@ class PromptProcessor:
             )
         placed = []
         if images:
-            pixels = self.preprocess_images(list(images))
+            try:
+                pixels = self.preprocess_images(list(images))
+            except ValueError as err:  # e.g. a tensor of the wrong shape or dtype
+                raise RequestError(str(err)) from None
             for start, image, pixel_values in zip(starts, images, pixels):
                 placed.append(ImageInput(start, spec.num_image_tokens, image_content_hash(image), pixel_values))
         return placed
@@ -85,9 +118,13 @@ class PromptProcessor:
     def image(self, prompt) -> list[int]:
         """str -> the model's image-generation template ending in <begin_of_image>; ids -> as given."""
         if isinstance(prompt, str):
-            from unicorn.models.janus_chat import generation_prompt
-
-            return self._checked(self._tokenizer().encode(generation_prompt(prompt), add_bos=True))
+            boi = self.spec.boi_token_id
+            if boi is None:
+                raise RequestError(f"{self.source} names no boi_token_id: give image prompts as token ids")
+            ids = self._checked(self._tokenizer().encode(self._format().generation_prompt(prompt), add_bos=True))
+            if ids[-1] != boi:
+                raise RequestError(f"the tokenizer of {self.source} does not end the image prompt in boi_token_id {boi}")
+            return ids
         if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
             prompt = prompt["prompt_token_ids"]
         if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):

@@ -1,19 +1,52 @@
-"""Thin dispatchers: the Triton kernel for CUDA tensors when Triton is importable, the torch reference otherwise."""
+"""Thin dispatchers: the Triton kernel for CUDA tensors when Triton is importable, the torch reference otherwise.
+
+An engine's ``kernels`` choice reaches every dispatcher through :func:`kernel_choice`, which its model runner
+enters around each forward: under "torch" (or "cpu", which has no elementwise kernels) the references run on
+CUDA tensors too.
+"""
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
 
 import torch
 
 from unicorn.kernels._triton_utils import HAS_TRITON
+
+KERNEL_CHOICES = ("auto", "triton", "cpu", "torch")
+_CHOICE: contextvars.ContextVar[str] = contextvars.ContextVar("unicorn_kernels", default="auto")
+
+
+@contextlib.contextmanager
+def kernel_choice(choice: str) -> Iterator[None]:
+    """Within the block the dispatchers follow ``choice``: "auto" / "triton" run the Triton kernels on CUDA
+    tensors, "torch" / "cpu" always run the torch references. Outside any block the choice is "auto"."""
+    if choice not in KERNEL_CHOICES:
+        raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, got {choice!r}")
+    token = _CHOICE.set(choice)
+    try:
+        yield
+    finally:
+        _CHOICE.reset(token)
+
+
+def current_kernel_choice() -> str:
+    return _CHOICE.get()
 
 
 def triton_available() -> bool:
     return HAS_TRITON
 
 
+def _triton_can_run(tensor: torch.Tensor) -> bool:
+    return tensor.is_cuda and triton_available()
+
+
 def use_triton(tensor: torch.Tensor) -> bool:
     # The launchers have no autograd: training (grad enabled on a tensor that needs it) keeps the torch path.
     needs_grad = torch.is_grad_enabled() and tensor.requires_grad
-    return tensor.is_cuda and triton_available() and not needs_grad
+    return _CHOICE.get() in ("auto", "triton") and _triton_can_run(tensor) and not needs_grad
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, residual: torch.Tensor | None = None):

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from unicorn.attention.metadata import FP8_DTYPES
 from unicorn.kernels._triton_utils import dot_dtype, next_power_of_2, tl, triton
-from unicorn.kernels.store_kv import FP8_DTYPES
 
 _LOG2E = 1.4426950408889634
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from unicorn.attention.metadata import FP8_DTYPES
+from unicorn.attention.torch_ref import store_kv_tensors_ref as store_kv_ref  # the reference, beside its kernel
 from unicorn.kernels._triton_utils import next_power_of_2, tl, triton
 
-FP8_DTYPES = (torch.float8_e4m3fn,)
+__all__ = ["FP8_DTYPES", "store_kv", "store_kv_ref"]
 
 
 @triton.jit
@@ -67,27 +69,3 @@ def store_kv(
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, BLOCK_H=block_h, BLOCK_D=block_d,
         QUANTIZE=key_cache.dtype in FP8_DTYPES,
     )
-
-
-def store_kv_ref(
-    key: torch.Tensor,
-    value: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-    k_scale: float = 1.0,
-    v_scale: float = 1.0,
-) -> None:
-    """Torch reference of :func:`store_kv` (same padding and fp8 conventions)."""
-    num_blocks, block_size, num_heads, head_dim = key_cache.shape
-    keep = slot_mapping >= 0
-    slots = slot_mapping[keep]
-    key, value = key[keep], value[keep]
-    if key_cache.dtype in FP8_DTYPES:  # index_copy_ has no fp8 kernel on CPU: copy the bytes
-        key = (key.float() / k_scale).to(key_cache.dtype).view(torch.uint8)
-        value = (value.float() / v_scale).to(value_cache.dtype).view(torch.uint8)
-        key_cache, value_cache = key_cache.view(torch.uint8), value_cache.view(torch.uint8)
-    else:
-        key, value = key.to(key_cache.dtype), value.to(value_cache.dtype)
-    key_cache.view(-1, num_heads, head_dim).index_copy_(0, slots, key)
-    value_cache.view(-1, num_heads, head_dim).index_copy_(0, slots, value)

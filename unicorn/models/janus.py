@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from unicorn.attention import AttentionMetadata, KVCache
+from unicorn.models.janus_chat import JANUS_PROMPT_FORMAT
 from unicorn.models.janus_config import JanusArch
 from unicorn.models.janus_image import ImageProcessing, postprocess_images, preprocess_images
 from unicorn.models.llama import LlamaModel
@@ -20,6 +21,8 @@ from unicorn.models.vq import VQModel
 
 class JanusModel(nn.Module):
     """The engine's view of Janus: embeddings in, hidden states out, heads and image codecs on the side."""
+
+    prompt_format = JANUS_PROMPT_FORMAT  # the chat and image-generation templates (unicorn.models.spec.PromptFormat)
 
     def __init__(
         self,
@@ -107,8 +110,9 @@ class JanusModel(nn.Module):
         return self.vqmodel.encode(pixel_values, l2_normalized)
 
     # ---- PIL <-> tensors ----------------------------------------------------------------------------------
-    def preprocess_images(self, images: list[PIL.Image.Image]) -> torch.Tensor:
-        """PIL images -> pixel_values [N, 3, S, S] float32 (as JanusImageProcessor)."""
+    def preprocess_images(self, images: list[PIL.Image.Image | torch.Tensor]) -> torch.Tensor:
+        """PIL images (as JanusImageProcessor) or float tensors [3, H, W] in the decoder's range (as
+        :meth:`decode_image_tokens` gives, no uint8 rounding) -> pixel_values [N, 3, S, S] float32."""
         return preprocess_images(images, self.image_processing)
 
     def postprocess(self, pixel_values: torch.Tensor) -> list[PIL.Image.Image]:

@@ -74,3 +74,17 @@ def understanding_prompt(messages: list[dict], num_image_tokens: int, system_pro
 def generation_prompt(prompt: str) -> str:
     """The text-to-image prompt (empty system prompt) ending in <begin_of_image>, as generation_inference.py."""
     return format_chat([{"role": "user", "content": prompt}], system_prompt="") + BOI_TAG
+
+
+class JanusPromptFormat:
+    """The Janus family's prompt formats, as the engine reaches them (``model.prompt_format``; see
+    :class:`unicorn.models.spec.PromptFormat`)."""
+
+    def understanding_prompt(self, messages: list[dict], num_image_tokens: int, system_prompt: str | None = None) -> str:
+        return understanding_prompt(messages, num_image_tokens, system_prompt)
+
+    def generation_prompt(self, text: str) -> str:
+        return generation_prompt(text)
+
+
+JANUS_PROMPT_FORMAT = JanusPromptFormat()

@@ -210,12 +210,15 @@ def _first(value):
 
 
 def resolve_special_ids(path: str, config: dict) -> SpecialTokenIds:
-    """generation_config.json, then config.json, then the tokenizer files (first one that names the id wins)."""
+    """generation_config.json, then config.json, then the tokenizer files (first one that names the id wins).
+
+    An id none of them names is None: as in transformers, it is needed only by the prompt forms that use it
+    (the engine says so for a request that needs it), not to load the checkpoint."""
     gen = _read_json(os.path.join(path, "generation_config.json"))
     text_cfg = config.get("text_config") or config.get("language_config") or {}
     tokenizer = Tokenizer(path) if os.path.exists(os.path.join(path, "tokenizer.json")) else None
 
-    def pick(name: str, *candidates):
+    def pick(name: str, *candidates) -> int | None:
         for value in candidates:
             value = _first(value)
             if value is not None:
@@ -224,9 +227,7 @@ def resolve_special_ids(path: str, config: dict) -> SpecialTokenIds:
             value = getattr(tokenizer, name)
             if value is not None:
                 return value
-        raise CheckpointError(
-            f"{path}: cannot find {name} in generation_config.json, config.json or the tokenizer files"
-        )
+        return None
 
     gen_kwargs = gen.get("generation_kwargs") or {}
     return SpecialTokenIds(

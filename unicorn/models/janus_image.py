@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -50,9 +51,7 @@ class ImageProcessing:
 
 def _resize_longest_side(image: PIL.Image.Image, p: ImageProcessing) -> PIL.Image.Image:
     width, height = image.size
-    scale = p.image_size / max(width, height)
-    new_height = max(round(height * scale), p.min_size)
-    new_width = max(round(width * scale), p.min_size)
+    new_height, new_width = _longest_side_size(height, width, p)
     return image.resize((new_width, new_height), resample=p.resample, reducing_gap=None)
 
 
@@ -73,12 +72,55 @@ def _pad_to_square(pixels: np.ndarray, color: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def preprocess_images(images: list[PIL.Image.Image], p: ImageProcessing) -> torch.Tensor:
-    """PIL images -> pixel_values [N, 3, S, S] float32: resize longest side, pad square, rescale, normalize."""
+def _longest_side_size(height: int, width: int, p: ImageProcessing) -> tuple[int, int]:
+    scale = p.image_size / max(width, height)
+    return max(round(height * scale), p.min_size), max(round(width * scale), p.min_size)
+
+
+def _preprocess_tensor(pixels: torch.Tensor, p: ImageProcessing) -> torch.Tensor:
+    """A float image [3, H, W] in the decoder's (normalized) space -> pixel_values [3, S, S] float32, the PIL
+    path's steps without its uint8 rounding: unnormalize and clamp to the pixel range (as postprocess_images),
+    resize the longest side (bicubic with antialiasing, torch's match of PIL's filter; only when the size
+    differs), pad square with the background colour, normalize."""
+    if not pixels.is_floating_point() or pixels.dim() != 3 or pixels.shape[0] != 3:
+        raise ValueError(
+            f"an image tensor must be float [3, H, W] in the decoder's range, got {str(pixels.dtype).split('.')[-1]} "
+            f"{list(pixels.shape)}"
+        )
+    x = pixels.detach().to("cpu", torch.float32)
+    mean = torch.tensor(p.image_mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(p.image_std, dtype=torch.float32)[:, None, None]
+    top = 255 * p.rescale_factor
+    if p.do_normalize:
+        x = x * std + mean
+    x = x.clamp(0, top)
+    height, width = x.shape[1:]
+    size = _longest_side_size(height, width, p)
+    if size != (height, width):
+        x = F.interpolate(x[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, top)
+        height, width = size
+    if height != width:
+        side = max(height, width)
+        background = torch.tensor(p.background_color, dtype=torch.float32)[:, None, None] * p.rescale_factor
+        square = background.expand(3, side, side).clone()
+        top_row, left = (side - height) // 2, (side - width) // 2
+        square[:, top_row : top_row + height, left : left + width] = x
+        x = square
+    if p.do_normalize:
+        x = (x - mean) / std
+    return x.contiguous()
+
+
+def preprocess_images(images: list[PIL.Image.Image | torch.Tensor], p: ImageProcessing) -> torch.Tensor:
+    """PIL images or float tensors [3, H, W] in the decoder's range -> pixel_values [N, 3, S, S] float32: resize
+    longest side, pad square, rescale, normalize (tensors skip the uint8 rounding; see _preprocess_tensor)."""
     out = []
     mean = np.asarray(p.image_mean, dtype=np.float32)[:, None, None]
     std = np.asarray(p.image_std, dtype=np.float32)[:, None, None]
     for image in images:
+        if isinstance(image, torch.Tensor):
+            out.append(_preprocess_tensor(image, p))
+            continue
         image = _resize_longest_side(image.convert("RGB"), p)
         pixels = _pad_to_square(np.asarray(image).transpose(2, 0, 1), p.background_color)
         pixels = pixels.astype(np.float32) * np.float32(p.rescale_factor)

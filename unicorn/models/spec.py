@@ -2,18 +2,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 
+class PromptFormat(Protocol):
+    """A model family's prompt templates, reached through the model object (``model.prompt_format``), so the
+    engine formats prompts without importing the family."""
+
+    def understanding_prompt(self, messages: list[dict], num_image_tokens: int, system_prompt: str | None = None) -> str:
+        """Chat messages (images as parts) -> the prompt text, each image expanded to ``num_image_tokens``
+        placeholders; tokenized with a leading BOS."""
+
+    def generation_prompt(self, text: str) -> str:
+        """A text-to-image prompt -> the prompt text ending in the begin-of-image tag; tokenized with a leading BOS."""
+
+
 @dataclass(frozen=True)
 class SpecialTokenIds:
-    bos_token_id: int
-    eos_token_id: int
-    pad_token_id: int
-    image_token_id: int  # placeholder expanded to num_image_tokens understanding features
-    boi_token_id: int  # <begin_of_image>
-    eoi_token_id: int  # <end_of_image>
+    """Special ids of a checkpoint. Any may be None (the checkpoint does not name it); each is needed only by the
+    prompt forms that use it, which say so when it is missing."""
+
+    bos_token_id: int | None
+    eos_token_id: int | None  # None: text runs to max_tokens
+    pad_token_id: int | None  # the content-free prompt
+    image_token_id: int | None  # placeholder expanded to num_image_tokens understanding features
+    boi_token_id: int | None  # <begin_of_image>: the content-free prompt
+    eoi_token_id: int | None  # <end_of_image>: only inside chat templates (from the tokenizer), never as an id
 
 
 @dataclass(frozen=True)
@@ -31,12 +47,12 @@ class ModelSpec:
     max_position_embeddings: int
     num_image_tokens: int
     image_size: int
-    bos_token_id: int
-    eos_token_id: int
-    pad_token_id: int
-    image_token_id: int
-    boi_token_id: int
-    eoi_token_id: int
+    bos_token_id: int | None
+    eos_token_id: int | None
+    pad_token_id: int | None
+    image_token_id: int | None
+    boi_token_id: int | None
+    eoi_token_id: int | None
     dtype: torch.dtype
 
     def __post_init__(self):
@@ -45,7 +61,15 @@ class ModelSpec:
 
     def content_free(self, ids: list[int]) -> list[int]:
         """The unconditional prompt of classifier-free guidance: every id but BOS and <begin_of_image> becomes pad (as
-        Janus trains it). The engine samples with it and the trainer drops prompts to it, so the two always agree."""
+        Janus trains it). The engine samples with it and the trainer drops prompts to it, so the two always agree.
+
+        Raises ValueError when the checkpoint names no <begin_of_image> or pad id."""
+        missing = [name for name in ("boi_token_id", "pad_token_id") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(
+                f"the checkpoint names no {' or '.join(missing)} (generation_config.json, config.json or the "
+                "tokenizer files), which the content-free prompt of classifier-free guidance needs; use cfg_scale=1"
+            )
         keep = {self.bos_token_id, self.boi_token_id}
         return [t if t in keep else self.pad_token_id for t in ids]
 

@@ -58,18 +58,38 @@ def find_weight_shards(path: str) -> list[WeightShard]:
     )
 
 
-def iter_shard(shard: WeightShard) -> Iterator[tuple[str, torch.Tensor]]:
-    if shard.file.endswith(".safetensors"):
-        from safetensors import safe_open
+def _unreadable(file: str, err: Exception) -> CheckpointError:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return CheckpointError(f"{file}: cannot read the weights (truncated or corrupt?): {reason}")
 
-        with safe_open(shard.file, framework="pt", device="cpu") as f:
+
+def _iter_safetensors(file: str) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(file, framework="pt", device="cpu") as f:
             for key in f.keys():
                 yield key, f.get_tensor(key)
-        return
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types (and OSError)
+        raise _unreadable(file, err) from None
+
+
+def _load_bin(file: str):
     try:
-        state = torch.load(shard.file, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) torch.save format cannot be memory-mapped
-        state = torch.load(shard.file, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) torch.save format cannot be memory-mapped
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a truncated zip, a bad pickle, an unsafe global
+        raise _unreadable(file, err) from None
+
+
+def iter_shard(shard: WeightShard) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yields (key, tensor) of one shard; a file that cannot be read raises CheckpointError naming it."""
+    if shard.file.endswith(".safetensors"):
+        yield from _iter_safetensors(shard.file)
+        return
+    state = _load_bin(shard.file)
     if not isinstance(state, dict):
         raise CheckpointError(f"{shard.file} does not hold a state dict")
     for key in list(state):

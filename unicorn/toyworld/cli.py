@@ -33,24 +33,37 @@ def _add_pretrain(sub) -> None:
 
 
 def _add_eval(sub) -> None:
-    from unicorn.toyworld.model.evaluate import EvalConfig
-
+    # No import of the evaluation module (torch) here: `unicorn --help` builds this parser too.
     p = sub.add_parser("eval", help="judge / understanding / generation quality, measured by the oracle")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the shipped toy-world model)")
     p.add_argument("--out", default=None, help="JSON report path (default: ./toyworld-eval.json)")
     p.add_argument("--scenes", type=int, default=12, help="held-out scenes per category for judging and questions")
     p.add_argument("--prompts", type=int, default=8, help="held-out prompts per category to draw")
     p.add_argument("--samples", type=int, default=4, help="drawings per prompt (best-of-n, the judge's pick)")
-    p.add_argument("--cfg-scale", type=float, default=EvalConfig.cfg_scale)
-    p.add_argument("--temperature", type=float, default=EvalConfig.temperature)
+    p.add_argument("--cfg-scale", type=float, default=None, help="default: the measured setting (EvalConfig)")
+    p.add_argument("--temperature", type=float, default=None, help="default: the measured setting (EvalConfig)")
     p.add_argument("--seed", type=int, default=0)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unicorn toyworld", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_commands(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="toyworld_command", required=True)
     _add_pretrain(sub)
     _add_eval(sub)
+    parser.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The stand-alone parser (``python -m unicorn.toyworld.cli``)."""
+    parser = argparse.ArgumentParser(prog="unicorn toyworld", description=__doc__.splitlines()[0])
+    _add_commands(parser)
+    return parser
+
+
+def add_subparser(sub) -> argparse.ArgumentParser:
+    """Adds ``toyworld`` (with ``pretrain`` and ``eval``) to the ``unicorn`` command's subparsers."""
+    parser = sub.add_parser("toyworld", help="rebuild (pretrain) or measure (eval) the embedded toy-world model",
+                            description=__doc__.splitlines()[0])
+    _add_commands(parser)
     return parser
 
 
@@ -77,7 +90,9 @@ def cmd_eval(args) -> dict:
     model = args.model or str(default_model_path())
     engine = Engine(model, seed=args.seed)
     cfg = EvalConfig(scenes_per_category=args.scenes, prompts_per_category=args.prompts,
-                     samples_per_prompt=args.samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
+                     samples_per_prompt=args.samples,
+                     cfg_scale=EvalConfig.cfg_scale if args.cfg_scale is None else args.cfg_scale,
+                     temperature=EvalConfig.temperature if args.temperature is None else args.temperature,
                      seed=args.seed)
     report = {"model": model, **evaluate(engine, cfg, vq=engine.model.vqmodel)}
     print(format_report(report))
@@ -116,8 +131,11 @@ def format_report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    {"pretrain": cmd_pretrain, "eval": cmd_eval}[args.command](args)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    {"pretrain": cmd_pretrain, "eval": cmd_eval}[args.toyworld_command](args)
     return 0
 
 

@@ -15,8 +15,26 @@ import sys
 from unicorn.cpr.schema import KINDS
 
 
+DESCRIPTION = "Fine-tune a Janus checkpoint on CPR records."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unicorn train", description="Fine-tune a Janus checkpoint on CPR records.")
+    """The stand-alone parser (``python -m unicorn.training.cli``, torchrun, deepspeed)."""
+    p = argparse.ArgumentParser(prog="unicorn train", description=DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_subparser(sub) -> argparse.ArgumentParser:
+    """Adds ``train`` to the ``unicorn`` command's subparsers (one argparse tree for every command)."""
+    p = sub.add_parser("train", help="fine-tune on CPR data (single process, FSDP2 or DeepSpeed)",
+                       description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="source checkpoint directory (transformers Janus layout)")
     p.add_argument("--data", required=True, help="CPR data set directory (manifest.json + data-*.jsonl)")
     p.add_argument("--out", required=True, help="run directory: checkpoints/, metrics.jsonl")
@@ -49,7 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-vision", action="store_true", help="freeze the SigLIP tower")
     p.add_argument("--log-every", type=int, default=1)
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
-    return p
 
 
 def _kind_weights(text: str | None) -> dict:
@@ -82,7 +99,11 @@ def config_from_args(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Trains with parsed arguments; errors print one line and return 2."""
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     from unicorn.cpr.schema import RecordError
