@@ -1,6 +1,5 @@
 import json
 import os
-import time
 
 from helpers import make_config
 from unicorn.training.cli import main
@@ -14,7 +13,6 @@ def test_loss_per_kind_drops(tiny_model, tmp_path):
 
     data = str(tmp_path / "data")
     write_synthetic_cpr(data, image_size=32, codes_grid=4)
-    start = time.perf_counter()
     cfg = make_config(tiny_model, data, str(tmp_path / "run"), steps=120, micro_batch=1, seq_len=512,
                       optim={"lr": 1e-2, "warmup": 10, "schedule": "cosine"}, save_every=10**6)
     trainer = Trainer(cfg, log=lambda *a: None)
@@ -28,7 +26,6 @@ def test_loss_per_kind_drops(tiny_model, tmp_path):
     assert set(first) == {"t2i", "caption", "judgement", "reflection"}
     for k in first:
         assert last[k] < 0.5 * first[k], (k, first[k], last[k])
-    assert time.perf_counter() - start < 60
 
 
 def test_cli_runs_and_reports_bad_input(tiny_model, cpr_data, tmp_path, capsys):
