@@ -176,3 +176,20 @@ def test_block_reservation_keeps_kv_room_for_text_while_images_run():
     s.add_request(text)
     out = s.schedule()
     assert any(item.seq is text.rows[0] for item in out.rows)
+
+
+def test_abort_frees_blocks_and_ends_unfinished_samples():
+    sched = make(num_blocks=32)
+    keep, gone, queued = text_request(list(range(9)), seed=1), text_request(list(range(20, 29)), n=2, seed=2), \
+        text_request(list(range(40, 49)), seed=3)
+    for req in (keep, gone):
+        sched.add_request(req)
+    out = sched.schedule()
+    sched.update(out, {r.request_id: [fake_token(r, i, 0) for i in range(r.n)] for r in out.sampling_requests})
+    sched.add_request(queued)
+    assert sched.abort(gone.request_id) is gone and sched.abort(queued.request_id) is queued
+    assert gone.finish_reasons == ["abort", "abort"] and queued.finish_reasons == ["abort"]
+    assert all(not row.block_table for row in gone.rows) and sched.abort(gone.request_id) is None
+    finished, _ = drive(sched)
+    assert finished == [keep]
+    assert sched.block_manager.num_free_blocks == 32  # nothing leaked

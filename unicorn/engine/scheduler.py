@@ -71,6 +71,21 @@ class Scheduler:
     def add_request(self, request: Request) -> None:
         self.waiting.append(request)
 
+    def abort(self, request_id: int) -> Request | None:
+        """Removes a waiting or running request and frees its blocks; its unfinished samples end with
+        "abort". Returns the request, or None when no unfinished request has that id."""
+        for queue in (self.waiting, self.running):
+            for request in queue:
+                if request.request_id == request_id:
+                    queue.remove(request)
+                    self._free_rows(request)
+                    if not request.finish_reasons:
+                        request.finish_reasons = [None] * request.n
+                    request.finish_reasons = [r or "abort" for r in request.finish_reasons]
+                    request.status = RequestStatus.FINISHED
+                    return request
+        return None
+
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
@@ -222,6 +237,8 @@ class Scheduler:
                 for row in request.sample_rows(i):
                     row.token_ids.append(token)
                 reason = self._finish_reason(request, request.sample_rows(i)[0], token)
+                if request.on_token is not None:
+                    reason = request.on_token(i, token) or reason
                 if reason is not None:
                     request.finish_reasons[i] = reason
                     for row in request.sample_rows(i):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from unicorn.engine.params import ImageGenParams, SamplingParams
 
@@ -135,6 +135,11 @@ class Request:
     num_preemptions: int = 0
     num_times_bypassed: int = 0
     eos_token_ids: tuple[int, ...] = ()
+    # Lower runs first (as in vLLM); ties go by arrival. See Scheduler for how it meets the image seat share.
+    priority: int = 0
+    # Called by the scheduler after sample i accepts a token (stop strings, grammars); returns a finish reason
+    # ("stop") or None. Set by the engine; the scheduler stays ignorant of tokenizers and grammars.
+    on_token: Callable[[int, int], str | None] | None = None
 
     @property
     def n(self) -> int:
