@@ -155,7 +155,10 @@ class Scheduler:
                 i += 1
                 continue
             plan, samples = planned
-            while not self._allocate(plan, out.block_copies):
+            # Copies are collected per request and kept only if the request is scheduled: a request that
+            # preempts itself leaves copies into blocks it no longer owns (the pool may hand them out again).
+            copies: list[tuple[int, int]] = []
+            while not self._allocate(plan, copies):
                 victim = self.running[-1]
                 self._preempt(victim)
                 out.preempted.append(victim)
@@ -163,15 +166,22 @@ class Scheduler:
                     break
             if request.status is not RequestStatus.RUNNING:
                 continue  # it preempted itself; running[i] is now the next request
-            out.rows.extend(plan)
-            if samples:
-                out.sampling_requests.append(request)
+            self._emit(out, request, plan, samples, copies)
             budget -= sum(item.num_new_tokens for item in plan)
             i += 1
 
         if not out.preempted:
             self._admit_waiting(out, budget)
         return out
+
+    @staticmethod
+    def _emit(out: SchedulerOutput, request: Request, plan: list[ScheduledRow], samples: bool,
+              copies: list[tuple[int, int]]) -> None:
+        """Adds a scheduled request's rows and copy-on-write copies to the step's output."""
+        out.rows.extend(plan)
+        out.block_copies.extend(copies)
+        if samples:
+            out.sampling_requests.append(request)
 
     def _seats_used(self) -> int:
         return sum(r.max_rows() for r in self.running)
@@ -198,14 +208,13 @@ class Scheduler:
                 for row in self.active_rows(request):
                     self.block_manager.attach_cached_prefix(row)
                 planned = self._plan(request, budget)
-                if planned is not None and self._allocate(planned[0], out.block_copies):
+                copies: list[tuple[int, int]] = []
+                if planned is not None and self._allocate(planned[0], copies):
                     plan, samples = planned
                     self.waiting.remove(request)
                     request.status = RequestStatus.RUNNING
                     self.running.append(request)
-                    out.rows.extend(plan)
-                    if samples:
-                        out.sampling_requests.append(request)
+                    self._emit(out, request, plan, samples, copies)
                     budget -= sum(item.num_new_tokens for item in plan)
                     admitted = True
                 else:
