@@ -193,3 +193,46 @@ def test_abort_frees_blocks_and_ends_unfinished_samples():
     finished, _ = drive(sched)
     assert finished == [keep]
     assert sched.block_manager.num_free_blocks == 32  # nothing leaked
+
+
+def _first_admitted(s, request, max_steps, on_update=None):
+    """Steps (from now) until ``request``'s rows are first scheduled; None if not within ``max_steps``."""
+    for step in range(max_steps):
+        out = s.schedule()
+        hit = any(item.seq is request.rows[0] for item in out.rows)
+        s.update(out, {r.request_id: [fake_token(r, i, r.rows[0].num_output_tokens) for i in range(r.n)]
+                       for r in out.sampling_requests})
+        if hit:
+            return step
+    return None
+
+
+def test_a_long_wait_alone_is_no_starvation():
+    # 4 of 8 seats free: a CFG image of 4 samples (8 rows) waits for the long text request to finish. A text
+    # request arriving 30 steps later passes it (it was never overtaken), it is not blocked for 50+ steps.
+    s = make(num_blocks=400, block_size=4, max_num_seqs=8, image_row_fraction=1.0, max_bypass=16)
+    s.add_request(text_request([1, 2, 3], max_tokens=80, n=4))
+    image = image_request([4, 5, 6], n=4, num_tokens=3)
+    s.add_request(image)
+    assert _first_admitted(s, image, 30) is None
+    assert image.num_times_bypassed == 0
+    judge = text_request([7, 8, 9], max_tokens=2)
+    s.add_request(judge)
+    assert _first_admitted(s, judge, 50) == 0
+    assert image.num_times_bypassed == 1
+
+
+def test_a_request_overtaken_max_bypass_times_gets_in_next():
+    s = make(num_blocks=400, block_size=4, max_num_seqs=4, max_bypass=3, image_row_fraction=1.0)
+    s.add_request(text_request([1, 2], max_tokens=20, n=3))  # holds 3 seats for 20 steps
+    big = text_request([1, 2, 3], max_tokens=2, n=2)  # needs 2 seats
+    s.add_request(big)
+    assert _first_admitted(s, big, 10) is None  # 10 steps waiting, nobody passing
+    smalls = [text_request([4, k], max_tokens=1, seed=k) for k in range(6)]
+    for r in smalls:
+        s.add_request(r)
+    order = []
+    drive(s, on_step=lambda out: order.extend(r.request_id for r in out.sampling_requests
+                                              if r.rows[0].num_output_tokens == 0))
+    ids = [r.request_id for r in smalls]
+    assert order == ids[:3] + [big.request_id] + ids[3:]

@@ -24,6 +24,7 @@ class SchedulerConfig:
     # requests never take every row or block from short judge requests. 1.0 turns the reservation off.
     image_row_fraction: float = 0.75
     # A waiting request that later ones overtook this often stops further overtaking (no starvation).
+    # An overtake is one admission of a request queued behind it; steps spent waiting do not count.
     max_bypass: int = 16
 
     def __post_init__(self) -> None:
@@ -198,10 +199,20 @@ class Scheduler:
             self.block_manager.num_blocks * fraction)
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        """Admits waiting requests in queue order while seats, blocks and the token budget last.
+
+        A request that cannot be admitted may be overtaken by requests behind it; each admission of a
+        request behind it counts one overtake, and once it has been overtaken ``max_bypass`` times nothing
+        behind it is admitted until it is (steps spent waiting count nothing: a long wait with nobody
+        passing is no starvation).
+        """
         config = self.config
+        passed_over: list[Request] = []  # requests not admitted in this pass, in queue order
         for request in list(self.waiting):
             if budget <= 0:
                 break
+            if any(r.num_times_bypassed >= config.max_bypass for r in passed_over):
+                break  # nothing may overtake a starved request any more
             admitted = False
             fits = self._seats_used() + request.max_rows() <= config.max_num_seqs
             if fits and self._fits_image_reservation(request):
@@ -213,16 +224,18 @@ class Scheduler:
                     plan, samples = planned
                     self.waiting.remove(request)
                     request.status = RequestStatus.RUNNING
+                    request.num_times_bypassed = 0
                     self.running.append(request)
                     self._emit(out, request, plan, samples, copies)
                     budget -= sum(item.num_new_tokens for item in plan)
                     admitted = True
                 else:
                     self._free_rows(request)
-            if not admitted:
-                request.num_times_bypassed += 1
-                if request.num_times_bypassed > config.max_bypass:
-                    break  # nothing may overtake it any more
+            if admitted:
+                for r in passed_over:
+                    r.num_times_bypassed += 1
+            else:
+                passed_over.append(request)
 
     # ---- after the forward ------------------------------------------------------------------------
     def update(self, out: SchedulerOutput, sampled: dict[int, list[int | None]]) -> list[Request]:
