@@ -236,3 +236,86 @@ def test_a_request_overtaken_max_bypass_times_gets_in_next():
                                               if r.rows[0].num_output_tokens == 0))
     ids = [r.request_id for r in smalls]
     assert order == ids[:3] + [big.request_id] + ids[3:]
+
+
+def test_priority_orders_the_queue_then_arrival():
+    s = make(max_num_seqs=1)
+    reqs = [text_request([1, 2, k], max_tokens=1, seed=k) for k in range(5)]
+    for r, p in zip(reqs, [2, 0, 1, 0, 2]):
+        r.priority = p
+        s.add_request(r)
+    assert list(s.waiting) == [reqs[1], reqs[3], reqs[2], reqs[0], reqs[4]]
+    order = []
+    drive(s, on_step=lambda out: order.extend(r.request_id for r in out.sampling_requests))
+    assert order == [reqs[k].request_id for k in (1, 3, 2, 0, 4)]
+
+
+def test_preemption_victim_is_the_lowest_priority_latest_arrival_and_returns_first_in_its_level():
+    s = make(num_blocks=7, block_size=4, max_num_seqs=8, max_num_batched_tokens=64)
+    low = text_request([1, 2, 3, 4], max_tokens=12, seed=1)  # arrives first, priority 1
+    low.priority = 1
+    high_a = text_request([5, 6, 7, 8], max_tokens=12, seed=2)
+    high_b = text_request([9, 10, 11, 12], max_tokens=2, seed=3)
+    for r in (low, high_a, high_b):
+        s.add_request(r)
+    preempted = []
+
+    def on_step(out):
+        if out.preempted and not preempted:
+            preempted.extend(out.preempted)
+            # Newer arrivals of the victim's priority queue behind it, higher priority ahead of it.
+            late_low, late_high = text_request([13], max_tokens=1, seed=4), text_request([14], max_tokens=1, seed=5)
+            late_low.priority = 1
+            s.add_request(late_low)
+            s.add_request(late_high)
+            assert list(s.waiting) == [late_high] + preempted + [late_low]
+
+    finished, _ = drive(s, on_step=on_step)
+    assert preempted == [low]  # not high_a, although high_a arrived (and was admitted) later
+    assert len(finished) == 5
+    expected = [fake_token(high_a, 0, t) for t in range(12)]
+    assert high_a.rows[0].output_token_ids == expected
+
+
+def test_higher_priority_overtakes_a_starved_request_but_not_the_image_share():
+    s = make(num_blocks=400, block_size=4, max_num_seqs=8, max_bypass=1, image_row_fraction=0.75)
+    s.add_request(image_request([1, 2, 3], n=2, num_tokens=30, seed=0))  # 4 of the 6 image seats
+    out = s.schedule()
+    s.update(out, {r.request_id: [fake_token(r, i, 0) for i in range(r.n)] for r in out.sampling_requests})
+    starved = text_request([1, 2], max_tokens=3, n=5)  # 5 seats: does not fit beside the image's 4
+    starved.num_times_bypassed = 1  # already overtaken max_bypass times
+    s.add_request(starved)
+    same = text_request([3, 4], max_tokens=3)
+    s.add_request(same)
+    urgent = text_request([5, 6], max_tokens=3)
+    urgent.priority = -1
+    s.add_request(urgent)
+    urgent_image = image_request([7, 8], n=1, num_tokens=3)  # 2 more image rows would pass the 6-seat share
+    urgent_image.priority = -2
+    urgent_image2 = image_request([7, 9], n=1, num_tokens=3)
+    urgent_image2.priority = -2
+    s.add_request(urgent_image)
+    s.add_request(urgent_image2)
+    out = s.schedule()
+    admitted = {id(item.seq) for item in out.rows}
+    assert id(urgent.rows[0]) in admitted and id(urgent_image.rows[0]) in admitted
+    assert id(urgent_image2.rows[0]) not in admitted  # the image share holds whatever the priority
+    assert id(same.rows[0]) not in admitted  # equal priority may not pass the starved request
+
+
+def test_an_image_outside_its_share_never_blocks_text():
+    s = make(num_blocks=400, block_size=4, max_num_seqs=8, max_bypass=2, image_row_fraction=0.75)
+    running = image_request([1, 2, 3], n=3, num_tokens=40, seed=0)  # 6 rows: the whole image share
+    s.add_request(running)
+    waiting_image = image_request([4, 5], n=1, num_tokens=3, seed=1)
+    s.add_request(waiting_image)
+    judges = [text_request([6, k], max_tokens=1, seed=k) for k in range(8)]
+    for r in judges:
+        s.add_request(r)
+    done = []
+    for _ in range(10):
+        out = s.schedule()
+        s.update(out, {r.request_id: [fake_token(r, i, 0) for i in range(r.n)] for r in out.sampling_requests})
+        done += [r for r in out.sampling_requests if r in judges]
+    assert done == judges  # 8 judges pass the image, 2 seats at a time, although max_bypass is 2
+    assert waiting_image.num_times_bypassed == 0 and waiting_image in s.waiting

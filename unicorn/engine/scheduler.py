@@ -4,9 +4,27 @@ One rule drives every step: each scheduled row's computed tokens catch up with i
 budget. That covers prefill, chunked prefill, decode and recompute after preemption alike. Requests (CFG
 groups included) are admitted, preempted and finished whole; a request samples only in a step where all of
 its rows finish computing, so the conditional and unconditional rows of an image stay in lockstep.
+
+Order and fairness, in the order the rules apply:
+
+* Priority: ``Request.priority``, lower first, ties by arrival. The waiting queue and the running list are
+  kept in (priority, arrival) order; the running requests get the step's token budget in that order and
+  waiting requests are considered for admission in that order. A preempted request returns to the front
+  of its priority level (ahead of every waiting request of its priority, behind every one of higher
+  priority). The preemption victim is the running request of the largest priority value, latest arrival
+  among those. Priority never preempts a running request at admission; it only orders.
+* Image share: whatever its priority, an image request is admitted only within ``image_row_fraction`` of
+  the seats and (worst-case) KV blocks while other image requests run, so text requests always find room.
+* Anti-starvation: a waiting request that cannot be admitted (no seat, no blocks, outside the image share)
+  may be overtaken by requests queued behind it, i.e. of its priority or of lower priority; each such
+  admission is one overtake. Once overtaken ``max_bypass`` times, nothing behind it is admitted until it
+  is. A request of higher priority is queued ahead of it, so it may always overtake and never counts.
+  An image request kept out only by the image share waits for its share, not for text: text requests
+  passing it neither count nor are blocked by it (image requests behind it do and are).
 """
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -67,10 +85,24 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
+        self._arrivals = itertools.count()
+        self._arrival: dict[int, int] = {}  # request id -> arrival order (ties within a priority)
+
+    def _key(self, request: Request) -> tuple[int, int]:
+        return request.priority, self._arrival[request.request_id]
+
+    def _insert_sorted(self, queue: deque[Request] | list[Request], request: Request, *,
+                       front: bool = False) -> None:
+        """Puts ``request`` in (priority, arrival) order; ``front`` puts it first among its priority."""
+        key = (request.priority, -1) if front else self._key(request)
+        index = next((j for j, other in enumerate(queue) if self._key(other) > key), len(queue))
+        queue.insert(index, request)
 
     # ---- queue ----------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
-        self.waiting.append(request)
+        """Queues a request by (priority, arrival); lower priority values run first."""
+        self._arrival.setdefault(request.request_id, next(self._arrivals))
+        self._insert_sorted(self.waiting, request)
 
     def abort(self, request_id: int) -> Request | None:
         """Removes a waiting or running request and frees its blocks; its unfinished samples end with
@@ -84,6 +116,7 @@ class Scheduler:
                         request.finish_reasons = [None] * request.n
                     request.finish_reasons = [r or "abort" for r in request.finish_reasons]
                     request.status = RequestStatus.FINISHED
+                    self._arrival.pop(request.request_id, None)
                     return request
         return None
 
@@ -135,13 +168,13 @@ class Scheduler:
             self.block_manager.free(row)
 
     def _preempt(self, request: Request) -> None:
-        """Drops the request's cache (recomputed on re-admission) and puts it first in line."""
+        """Drops the request's cache (recomputed on re-admission) and puts it first in its priority level."""
         self._free_rows(request)
         self.running.remove(request)
         request.status = RequestStatus.WAITING
         request.num_preemptions += 1
         self.num_preemptions += 1
-        self.waiting.appendleft(request)
+        self._insert_sorted(self.waiting, request, front=True)
 
     # ---- the step -------------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
@@ -160,6 +193,7 @@ class Scheduler:
             # preempts itself leaves copies into blocks it no longer owns (the pool may hand them out again).
             copies: list[tuple[int, int]] = []
             while not self._allocate(plan, copies):
+                # running is in (priority, arrival) order, so the victim is never a request already scheduled
                 victim = self.running[-1]
                 self._preempt(victim)
                 out.preempted.append(victim)
@@ -207,15 +241,20 @@ class Scheduler:
         passing is no starvation).
         """
         config = self.config
-        passed_over: list[Request] = []  # requests not admitted in this pass, in queue order
+        # Requests not admitted in this pass, in queue order, each with whether only the image share kept it
+        # out: such an image waits for its share, not for the text requests, which may pass it freely.
+        passed_over: list[tuple[Request, bool]] = []
         for request in list(self.waiting):
             if budget <= 0:
                 break
-            if any(r.num_times_bypassed >= config.max_bypass for r in passed_over):
+            is_image = request.kind is RequestKind.IMAGE
+            passes = [r for r, share_only in passed_over if is_image or not share_only]
+            if any(r.num_times_bypassed >= config.max_bypass for r in passes):
                 break  # nothing may overtake a starved request any more
             admitted = False
             fits = self._seats_used() + request.max_rows() <= config.max_num_seqs
-            if fits and self._fits_image_reservation(request):
+            in_share = self._fits_image_reservation(request)
+            if fits and in_share:
                 for row in self.active_rows(request):
                     self.block_manager.attach_cached_prefix(row)
                 planned = self._plan(request, budget)
@@ -225,17 +264,17 @@ class Scheduler:
                     self.waiting.remove(request)
                     request.status = RequestStatus.RUNNING
                     request.num_times_bypassed = 0
-                    self.running.append(request)
+                    self._insert_sorted(self.running, request)
                     self._emit(out, request, plan, samples, copies)
                     budget -= sum(item.num_new_tokens for item in plan)
                     admitted = True
                 else:
                     self._free_rows(request)
             if admitted:
-                for r in passed_over:
+                for r in passes:
                     r.num_times_bypassed += 1
             else:
-                passed_over.append(request)
+                passed_over.append((request, fits and not in_share))
 
     # ---- after the forward ------------------------------------------------------------------------
     def update(self, out: SchedulerOutput, sampled: dict[int, list[int | None]]) -> list[Request]:
@@ -268,6 +307,7 @@ class Scheduler:
             if all(reason is not None for reason in request.finish_reasons):
                 request.status = RequestStatus.FINISHED
                 self.running.remove(request)
+                self._arrival.pop(request.request_id, None)
                 finished.append(request)
         return finished
 
