@@ -145,7 +145,7 @@ class Engine:
                                        prompt_format=getattr(self.model, "prompt_format", None))
         self._seed_stream = random.Random(seed)
         self._pending: dict[int, Request] = {}
-        self._rejected: list[TextOutput | ImageOutput] = []  # requests that failed validation, answered at run()
+        self._finished: dict[int, TextOutput | ImageOutput] = {}  # outputs not yet returned (rejected ones too)
         self.stats = EngineStats()
 
     # ---- submission -----------------------------------------------------------------------------
@@ -210,12 +210,16 @@ class Engine:
     def _reject(self, kind: RequestKind, params, reason: str) -> int:
         output_type = TextOutput if kind is RequestKind.TEXT else ImageOutput
         output = output_type(new_request_id(), prompt_token_ids=[], error=reason)
-        self._rejected.append(output)
+        self._finished[output.request_id] = output
         return output.request_id
 
     # ---- running --------------------------------------------------------------------------------
     def step(self) -> list[Request]:
         """Runs one scheduled step; returns the requests that finished in it."""
+        return self._advance()
+
+    def _advance(self) -> list[Request]:
+        """One scheduled step; the outputs of the requests that finish in it wait in ``_finished``."""
         out = self.scheduler.schedule()
         if out.is_empty:
             if self.scheduler.running or self.scheduler.waiting:
@@ -228,6 +232,8 @@ class Engine:
         finished = self.scheduler.update(out, sampled)
         for request in finished:
             self.runner.release_images(request)
+            self._finished[request.request_id] = self._output(request)
+            del self._pending[request.request_id]
         self.stats.num_steps += 1
         self.stats.num_batched_tokens += out.num_batched_tokens
         self.stats.num_preemptions = self.scheduler.num_preemptions
@@ -236,45 +242,57 @@ class Engine:
         return finished
 
     def run(self, progress: bool = False) -> dict[int, TextOutput | ImageOutput]:
-        """Runs every queued request to completion; returns outputs by request id."""
-        results: dict[int, TextOutput | ImageOutput] = {}
-        for output in self._rejected:
-            results[output.request_id] = output
-        self._rejected.clear()
+        """Runs every queued request to completion; returns outputs by request id (those of requests that
+        finished earlier, e.g. while :meth:`generate` ran, included)."""
         total = len(self._pending)
         start = time.perf_counter()
         while self.scheduler.has_unfinished():
-            for request in self.step():
-                results[request.request_id] = self._output(request)
-                del self._pending[request.request_id]
-                if progress:
-                    done = total - len(self._pending)
-                    rate = done / max(time.perf_counter() - start, 1e-9)
-                    print(f"\r[unicorn] {done}/{total} requests, {rate:.2f} req/s", end="", file=sys.stderr)
+            self._advance()
+            if progress:
+                done = total - len(self._pending)
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                print(f"\r[unicorn] {done}/{total} requests, {rate:.2f} req/s", end="", file=sys.stderr)
         if progress and total:
             print(file=sys.stderr)
         self.stats.elapsed_s += time.perf_counter() - start
+        results, self._finished = self._finished, {}
         return results
 
+    def _run_until(self, ids: list[int], progress: bool) -> list[TextOutput | ImageOutput]:
+        """Steps until the given requests finish and returns their outputs in order; the outputs of other
+        requests that finish meanwhile stay for a later :meth:`run`."""
+        start = time.perf_counter()
+        while any(i not in self._finished for i in ids):
+            self._advance()
+            if progress:
+                done = sum(i in self._finished for i in ids)
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                print(f"\r[unicorn] {done}/{len(ids)} requests, {rate:.2f} req/s", end="", file=sys.stderr)
+        if progress and ids:
+            print(file=sys.stderr)
+        self.stats.elapsed_s += time.perf_counter() - start
+        return [self._finished.pop(i) for i in ids]
+
     def generate(self, prompts, params: SamplingParams | None = None, progress: bool = False) -> list[TextOutput]:
-        """Generates text for each prompt (a str, token ids, or chat messages with images); order is kept."""
+        """Generates text for each prompt (a str, token ids, or chat messages with images); order is kept.
+
+        Runs only until these prompts finish: requests queued earlier with ``submit_*`` keep running in the same
+        batches, and their outputs stay for a later :meth:`run`."""
         single = isinstance(prompts, (str, dict)) or (
             isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts)
         )
         prompts = [prompts] if single else list(prompts)
-        ids = [self.submit_text(p, params) for p in prompts]
-        results = self.run(progress)
-        return [results[i] for i in ids]
+        return self._run_until([self.submit_text(p, params) for p in prompts], progress)
 
     def generate_images(self, prompts, params: ImageGenParams | None = None, progress: bool = False) -> list[ImageOutput]:
-        """Draws ``params.n`` images per prompt (a str, or token ids ending in <begin_of_image>); order is kept."""
+        """Draws ``params.n`` images per prompt (a str, or token ids ending in <begin_of_image>); order is kept.
+
+        Like :meth:`generate`, runs only until these prompts finish."""
         single = isinstance(prompts, str) or (
             isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts)
         )
         prompts = [prompts] if single else list(prompts)
-        ids = [self.submit_image(p, params) for p in prompts]
-        results = self.run(progress)
-        return [results[i] for i in ids]
+        return self._run_until([self.submit_image(p, params) for p in prompts], progress)
 
     # ---- outputs --------------------------------------------------------------------------------
     def _output(self, request: Request) -> TextOutput | ImageOutput:
