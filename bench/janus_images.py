@@ -64,13 +64,11 @@ def main() -> None:
     sync(args.device)
     start = time.perf_counter()
     finished = {}
-    while engine.scheduler.has_unfinished():
-        for request in engine.step():
-            finished[request.request_id] = request
+    while engine.has_unfinished():
+        finished.update((o.request_id, o) for o in engine.step() if o.finished)
     sync(args.device)
     engine_tokens_s = time.perf_counter() - start
-    codes = torch.tensor([finished[i].sample_rows(k)[0].output_token_ids
-                          for i in request_ids for k in range(args.rollouts)])
+    codes = torch.cat([finished[i].image_tokens for i in request_ids])
     start = time.perf_counter()
     engine.runner.decode_images(codes)
     sync(args.device)

@@ -145,7 +145,9 @@ class Engine:
                                        prompt_format=getattr(self.model, "prompt_format", None))
         self._seed_stream = random.Random(seed)
         self._pending: dict[int, Request] = {}
-        self._rejected: list[TextOutput | ImageOutput] = []  # requests that failed validation, answered at run()
+        self._finished: dict[int, TextOutput | ImageOutput] = {}  # final outputs not yet returned (rejected too)
+        self._fresh: set[int] = set()  # text requests that received tokens since step() last returned
+        self._delivered: dict[int, list[int]] = {}  # text request -> tokens per sample already returned
         self.stats = EngineStats()
 
     # ---- submission -----------------------------------------------------------------------------
@@ -164,9 +166,13 @@ class Engine:
                 "raise num_kv_blocks / kv_cache_memory or lower n"
             )
 
-    def submit_text(self, prompt, params: SamplingParams | None = None) -> int:
-        """Queues a text request; returns its id (results come from :meth:`run`)."""
+    def submit_text(self, prompt, params: SamplingParams | None = None, *, priority: int = 0) -> int:
+        """Queues a text request; returns its id (outputs come from :meth:`step` or :meth:`run`).
+
+        ``priority``: lower runs first, ties by arrival (as in vLLM); the scheduler still keeps the image seat
+        share and its anti-starvation bound (see :class:`~unicorn.engine.scheduler.Scheduler`)."""
         params = params or SamplingParams()
+        _check_priority(priority)
         try:
             ids, images = self.prompts.text(prompt)
             if len(ids) >= self.max_model_len:
@@ -176,16 +182,18 @@ class Engine:
                 )
             max_out = min(params.max_tokens, self.max_model_len - len(ids))
             row = Sequence(ids, images=images, output_kind="text")
-            request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out)
+            request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out, priority=priority)
             request.eos_token_ids = () if self.spec.eos_token_id is None else (self.spec.eos_token_id,)
             self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.TEXT, params, str(err))
         return self._enqueue(request)
 
-    def submit_image(self, prompt, params: ImageGenParams | None = None) -> int:
-        """Queues an image request (n images, CFG as a group of rows); returns its id."""
+    def submit_image(self, prompt, params: ImageGenParams | None = None, *, priority: int = 0) -> int:
+        """Queues an image request (n images, CFG as a group of rows); returns its id. ``priority`` as in
+        :meth:`submit_text`."""
         params = params or ImageGenParams()
+        _check_priority(priority)
         try:
             ids = self.prompts.image(prompt)
             if len(ids) + self.spec.num_image_tokens > self.max_model_len:
@@ -194,9 +202,11 @@ class Engine:
                     f"the context of {self.max_model_len} tokens"
                 )
             rows = [Sequence(ids, output_kind="image")]
-            if params.cfg_scale != 1.0:  # at scale 1 the guided logits are the conditional ones
+            if params.uses_cfg:  # at scale 1 the guided logits are the conditional ones
                 rows.append(Sequence(self.prompts.unconditional(ids), is_uncond=True, output_kind="image"))
-            request = Request(RequestKind.IMAGE, params, self._seed(params.seed), rows, self.spec.num_image_tokens)
+            seed = self._seed(params.seed if params.seeds is None else params.seeds[0])  # a list: per image
+            request = Request(RequestKind.IMAGE, params, seed, rows, self.spec.num_image_tokens,
+                              priority=priority)
             self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.IMAGE, params, str(err))
@@ -209,13 +219,51 @@ class Engine:
 
     def _reject(self, kind: RequestKind, params, reason: str) -> int:
         output_type = TextOutput if kind is RequestKind.TEXT else ImageOutput
-        output = output_type(new_request_id(), prompt_token_ids=[], error=reason)
-        self._rejected.append(output)
+        output = output_type(new_request_id(), prompt_token_ids=[], error=reason, finished=True)
+        self._finished[output.request_id] = output
         return output.request_id
 
     # ---- running --------------------------------------------------------------------------------
-    def step(self) -> list[Request]:
-        """Runs one scheduled step; returns the requests that finished in it."""
+    def step(self) -> list[TextOutput | ImageOutput]:
+        """Runs one scheduled step and returns the outputs it produced (empty when nothing is queued).
+
+        Returned are: a final output (``finished=True``) for each request that finished, rejected requests
+        included (their ``error`` says why), and a partial output (``finished=False``) for each unfinished text
+        request that received tokens. Each text sample's ``new_token_ids`` holds the tokens since that request's
+        previous output, so concatenating them gives ``token_ids``. Outputs of requests that finished while
+        :meth:`generate` ran come from the next call. Image outputs come only when finished."""
+        self._advance()
+        outputs = list(self._finished.values())
+        self._finished.clear()
+        for request_id in self._fresh:
+            request = self._pending.get(request_id)
+            if request is not None:
+                outputs.append(self._output(request, finished=False))
+        self._fresh.clear()
+        return outputs
+
+    def has_unfinished(self) -> bool:
+        """Whether a request is queued or running, or an output is waiting to be returned by :meth:`step`."""
+        return self.scheduler.has_unfinished() or bool(self._finished)
+
+    def abort(self, request_id: int) -> TextOutput | ImageOutput | None:
+        """Stops a queued or running request now and frees its KV blocks.
+
+        Returns its final output (``finished=True``): unfinished samples end with ``finish_reason`` "abort"; text
+        keeps the tokens generated so far; an aborted image request has its codes so far and no pixels. Neither
+        :meth:`step` nor :meth:`run` returns that request again. For an id the engine does not know, or one that
+        was rejected or has already finished, it does nothing and returns None (an output not yet taken still
+        comes from :meth:`step` / :meth:`run`)."""
+        request = self.scheduler.abort(request_id)
+        if request is None:
+            return None
+        self.runner.release_images(request)
+        del self._pending[request_id]
+        self._fresh.discard(request_id)
+        return self._output(request)
+
+    def _advance(self) -> None:
+        """One scheduled step; the outputs of the requests that finish in it wait in ``_finished``."""
         out = self.scheduler.schedule()
         if out.is_empty:
             if self.scheduler.running or self.scheduler.waiting:
@@ -223,71 +271,102 @@ class Engine:
                     f"scheduler made no progress with {len(self.scheduler.running)} running and "
                     f"{len(self.scheduler.waiting)} waiting requests"
                 )
-            return []
+            return
         sampled = self.runner.execute(out)
         finished = self.scheduler.update(out, sampled)
+        self._fresh.update(r.request_id for r in out.sampling_requests if r.kind is RequestKind.TEXT)
         for request in finished:
             self.runner.release_images(request)
+            self._finished[request.request_id] = self._output(request)
+            del self._pending[request.request_id]
         self.stats.num_steps += 1
         self.stats.num_batched_tokens += out.num_batched_tokens
         self.stats.num_preemptions = self.scheduler.num_preemptions
         self.stats.prefix_hit_tokens = self.block_manager.num_prefix_hit_tokens
         self.stats.prefix_query_tokens = self.block_manager.num_prefix_query_tokens
-        return finished
 
     def run(self, progress: bool = False) -> dict[int, TextOutput | ImageOutput]:
-        """Runs every queued request to completion; returns outputs by request id."""
+        """Steps until every queued request finishes; returns the final outputs by request id (those of
+        requests that finished earlier, e.g. while :meth:`generate` ran, and rejected ones included)."""
+        total = len(self._pending) + len(self._finished)
         results: dict[int, TextOutput | ImageOutput] = {}
-        for output in self._rejected:
-            results[output.request_id] = output
-        self._rejected.clear()
-        total = len(self._pending)
         start = time.perf_counter()
-        while self.scheduler.has_unfinished():
-            for request in self.step():
-                results[request.request_id] = self._output(request)
-                del self._pending[request.request_id]
-                if progress:
-                    done = total - len(self._pending)
-                    rate = done / max(time.perf_counter() - start, 1e-9)
-                    print(f"\r[unicorn] {done}/{total} requests, {rate:.2f} req/s", end="", file=sys.stderr)
+        while self.has_unfinished():
+            results.update((o.request_id, o) for o in self.step() if o.finished)
+            if progress:
+                rate = len(results) / max(time.perf_counter() - start, 1e-9)
+                print(f"\r[unicorn] {len(results)}/{total} requests, {rate:.2f} req/s", end="", file=sys.stderr)
         if progress and total:
             print(file=sys.stderr)
         self.stats.elapsed_s += time.perf_counter() - start
         return results
 
+    def _run_until(self, ids: list[int], progress: bool) -> list[TextOutput | ImageOutput]:
+        """Steps until the given requests finish and returns their outputs in order; the outputs of other
+        requests that finish meanwhile stay for a later :meth:`run`."""
+        start = time.perf_counter()
+        while any(i not in self._finished for i in ids):
+            self._advance()
+            if progress:
+                done = sum(i in self._finished for i in ids)
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                print(f"\r[unicorn] {done}/{len(ids)} requests, {rate:.2f} req/s", end="", file=sys.stderr)
+        if progress and ids:
+            print(file=sys.stderr)
+        self.stats.elapsed_s += time.perf_counter() - start
+        return [self._finished.pop(i) for i in ids]
+
     def generate(self, prompts, params: SamplingParams | None = None, progress: bool = False) -> list[TextOutput]:
-        """Generates text for each prompt (a str, token ids, or chat messages with images); order is kept."""
+        """Generates text for each prompt (a str, token ids, or chat messages with images); order is kept.
+
+        Runs only until these prompts finish: requests queued earlier with ``submit_*`` keep running in the same
+        batches, and their outputs stay for a later :meth:`run`."""
         single = isinstance(prompts, (str, dict)) or (
             isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts)
         )
         prompts = [prompts] if single else list(prompts)
-        ids = [self.submit_text(p, params) for p in prompts]
-        results = self.run(progress)
-        return [results[i] for i in ids]
+        return self._run_until([self.submit_text(p, params) for p in prompts], progress)
 
     def generate_images(self, prompts, params: ImageGenParams | None = None, progress: bool = False) -> list[ImageOutput]:
-        """Draws ``params.n`` images per prompt (a str, or token ids ending in <begin_of_image>); order is kept."""
+        """Draws ``params.n`` images per prompt (a str, or token ids ending in <begin_of_image>); order is kept.
+
+        Like :meth:`generate`, runs only until these prompts finish."""
         single = isinstance(prompts, str) or (
             isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts)
         )
         prompts = [prompts] if single else list(prompts)
-        ids = [self.submit_image(p, params) for p in prompts]
-        results = self.run(progress)
-        return [results[i] for i in ids]
+        return self._run_until([self.submit_image(p, params) for p in prompts], progress)
 
     # ---- outputs --------------------------------------------------------------------------------
-    def _output(self, request: Request) -> TextOutput | ImageOutput:
+    def _output(self, request: Request, finished: bool = True) -> TextOutput | ImageOutput:
         prompt_ids = request.rows[0].token_ids[: request.rows[0].num_prompt_tokens]
+        reasons = request.finish_reasons or [None] * request.n
         if request.kind is RequestKind.TEXT:
-            out = TextOutput(request.request_id, prompt_ids, num_cached_tokens=request.rows[0].num_cached_tokens)
+            out = TextOutput(request.request_id, prompt_ids, num_cached_tokens=request.rows[0].num_cached_tokens,
+                             finished=finished)
+            delivered = self._delivered.setdefault(request.request_id, [0] * request.n)
             for i in range(request.n):
-                tokens = request.sample_rows(i)[0].output_token_ids
+                tokens = _sample_tokens(request, i)
                 text = None if self.tokenizer is None else self.tokenizer.decode(
                     tokens, skip_special_tokens=request.params.skip_special_tokens)
-                out.samples.append(TextSample(text, tokens, request.finish_reasons[i]))
+                out.samples.append(TextSample(text, tokens, reasons[i], new_token_ids=tokens[delivered[i]:]))
+                delivered[i] = len(tokens)
+            if finished:
+                del self._delivered[request.request_id]
             return out
-        codes = torch.tensor([request.sample_rows(i)[0].output_token_ids for i in range(request.n)])
-        images = self.model.postprocess(self.runner.decode_images(codes))
-        return ImageOutput(request.request_id, prompt_ids, images, codes,
-                           num_cached_tokens=request.rows[0].num_cached_tokens)
+        codes = torch.tensor([_sample_tokens(request, i) for i in range(request.n)], dtype=torch.long)
+        out = ImageOutput(request.request_id, prompt_ids, [], codes, num_cached_tokens=request.rows[0].num_cached_tokens,
+                          finished=True, finish_reasons=list(reasons))
+        if "abort" not in reasons:
+            out.images = self.model.postprocess(self.runner.decode_images(codes))
+        return out
+
+
+def _sample_tokens(request: Request, i: int) -> list[int]:
+    """Sample i's output tokens (none before the fork: the first token creates the samples)."""
+    return request.sample_rows(i)[0].output_token_ids if request.forked else []
+
+
+def _check_priority(priority) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError(f"priority must be an integer (lower runs first), got {priority!r}")

@@ -117,16 +117,15 @@ class ModelRunner:
         text = [r for r in requests if r.kind is RequestKind.TEXT]
         image = [r for r in requests if r.kind is RequestKind.IMAGE]
         if text:
-            self._sample_group(text, hidden, last_index, results, image_head=False)
+            self._sample_group(text, hidden, last_index, results)
         if image:
-            self._sample_group(image, hidden, last_index, results, image_head=True)
+            self._sample_images(image, hidden, last_index, results)
         return results
 
-    def _sample_group(self, requests, hidden, last_index, results, image_head: bool) -> None:
-        # One logits row per live sample; before the fork a request's n samples share the template's logits.
+    def _sample_group(self, requests, hidden, last_index, results) -> None:
+        # Text requests. One logits row per live sample; before the fork a request's n samples share the
+        # template's logits.
         cond_rows: list[int] = []
-        uncond_rows: list[int] = []
-        scales: list[float] = []
         batch = SamplingBatch([], [], [], [], [])
         slots: list[tuple[int, int]] = []  # (request_id, sample index) per logits row
         for request in requests:
@@ -138,24 +137,55 @@ class ModelRunner:
             for i in live:
                 rows = request.sample_rows(i if request.forked else 0)
                 cond_rows.append(last_index[rows[0].seq_id])
-                if image_head:
-                    uncond_rows.append(last_index[rows[1].seq_id] if len(rows) > 1 else last_index[rows[0].seq_id])
-                    scales.append(params.cfg_scale if len(rows) > 1 else 1.0)
                 batch.temperature.append(params.temperature)
                 batch.top_k.append(params.top_k)
                 batch.top_p.append(params.top_p)
                 batch.seeds.append(sample_seed(request.seed, i))
                 batch.steps.append(rows[0].num_output_tokens)
                 slots.append((request.request_id, i))
-        if image_head:
-            unique = sorted(set(cond_rows) | set(uncond_rows))
-            where = {row: k for k, row in enumerate(unique)}
-            logits = self.model.image_logits(hidden[unique])
-            cond = logits[[where[r] for r in cond_rows]]
-            uncond = logits[[where[r] for r in uncond_rows]]
-            tokens = self.sampler(cond, uncond, scales, batch).tolist()
-        else:
-            tokens = self.sampler(self.model.text_logits(hidden[cond_rows]), None, None, batch).tolist()
+        tokens = self.sampler(self.model.text_logits(hidden[cond_rows]), None, None, batch).tolist()
+        for (request_id, i), token in zip(slots, tokens):
+            results[request_id][i] = token
+
+    def _sample_images(self, requests, hidden, last_index, results) -> None:
+        """Image requests: one logits row per live image, each with its own settings (ImageGenParams lists).
+
+        Image ``i`` draws as a separate n=1 request with its settings would: its seed is
+        ``sample_seed(seed[i], 0)`` with a seed list (``sample_seed(seed, i)`` with one seed), and at scale 1.0
+        its "unconditional" logits are its conditional ones (guided = cond exactly, as in a request without
+        unconditional rows)."""
+        cond_rows: list[int] = []
+        uncond_rows: list[int] = []
+        scales: list[float] = []
+        batch = SamplingBatch([], [], [], [], [])
+        slots: list[tuple[int, int]] = []  # (request_id, image index) per logits row
+        for request in requests:
+            params = request.params
+            seeds = params.seeds
+            live = range(request.n) if not request.forked else [
+                i for i in range(request.n) if request.finish_reasons[i] is None
+            ]
+            results[request.request_id] = [None] * request.n
+            for i in live:
+                rows = request.sample_rows(i if request.forked else 0)
+                scale = float(params.value("cfg_scale", i))
+                cond = last_index[rows[0].seq_id]
+                guided = len(rows) > 1 and scale != 1.0
+                cond_rows.append(cond)
+                uncond_rows.append(last_index[rows[1].seq_id] if guided else cond)
+                scales.append(scale if guided else 1.0)
+                batch.temperature.append(float(params.value("temperature", i)))
+                batch.top_k.append(int(params.value("top_k", i)))
+                batch.top_p.append(float(params.value("top_p", i)))
+                batch.seeds.append(sample_seed(seeds[i], 0) if seeds is not None else sample_seed(request.seed, i))
+                batch.steps.append(rows[0].num_output_tokens)
+                slots.append((request.request_id, i))
+        unique = sorted(set(cond_rows) | set(uncond_rows))
+        where = {row: k for k, row in enumerate(unique)}
+        logits = self.model.image_logits(hidden[unique])
+        cond = logits[[where[r] for r in cond_rows]]
+        uncond = logits[[where[r] for r in uncond_rows]]
+        tokens = self.sampler(cond, uncond, scales, batch).tolist()
         for (request_id, i), token in zip(slots, tokens):
             results[request_id][i] = token
 

@@ -9,18 +9,23 @@ from typing import Any
 class TextSample:
     text: str | None  # None when the checkpoint has no tokenizer
     token_ids: list[int]
-    finish_reason: str  # "stop" (EOS or a stop id), "length" (max_tokens or the context) or "error"
+    finish_reason: str | None  # "stop" (EOS or a stop id), "length" (max_tokens or the context), "abort";
+    # None while the request streams (``TextOutput.finished`` is False)
+    new_token_ids: list[int] = field(default_factory=list)  # tokens since this request's previous output
 
 
 @dataclass
 class TextOutput:
-    """One text request's result: ``n`` samples, or ``error`` when the request could not run."""
+    """One text request's result: ``n`` samples, or ``error`` when the request could not run.
+
+    From :meth:`Engine.step` it may be partial (``finished=False``): the samples hold the tokens so far."""
 
     request_id: int
     prompt_token_ids: list[int]
     samples: list[TextSample] = field(default_factory=list)
     error: str | None = None
     num_cached_tokens: int = 0
+    finished: bool = True
 
     @property
     def text(self) -> str | None:
@@ -37,7 +42,10 @@ class TextOutput:
 
 @dataclass
 class ImageOutput:
-    """One image request's result: ``n`` PIL images and their codebook ids ([n, num_image_tokens])."""
+    """One image request's result: ``n`` PIL images and their codebook ids ([n, num_image_tokens]).
+
+    ``finish_reasons`` per image: "length" (all its tokens) or "abort" (then ``image_tokens`` holds the codes
+    so far and there are no images). Image outputs are always final (``finished`` is True)."""
 
     request_id: int
     prompt_token_ids: list[int]
@@ -45,3 +53,5 @@ class ImageOutput:
     image_tokens: Any = None
     error: str | None = None
     num_cached_tokens: int = 0
+    finished: bool = True
+    finish_reasons: list[str] = field(default_factory=list)

@@ -42,22 +42,89 @@ class SamplingParams:
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
 
 
+_PER_SAMPLE = ("cfg_scale", "temperature", "top_k", "top_p", "seed")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_image_value(name: str, value) -> None:
+    """One value of an ImageGenParams field (``name`` may carry an index, e.g. "cfg_scale[3]")."""
+    field_name = name.split("[")[0]
+    owner = f"ImageGenParams.{name}"
+    if field_name == "seed":
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{owner} must be a non-negative integer or None, got {value!r}")
+    elif field_name == "top_k":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{owner} must be an integer >= 0 (0 disables it), got {value!r}")
+    elif not _is_number(value):
+        raise ValueError(f"{owner} must be a number, got {value!r}")
+    elif field_name == "cfg_scale" and value < 0:
+        raise ValueError(f"{owner} must be >= 0, got {value!r}")
+    elif field_name == "temperature" and value < 0:
+        raise ValueError(f"{owner} must be >= 0 (0 means greedy), got {value!r}")
+    elif field_name == "top_p" and not 0.0 < value <= 1.0:
+        raise ValueError(f"{owner} must be in (0, 1], got {value!r}")
+
+
 @dataclass(frozen=True)
 class ImageGenParams:
     """Image generation settings: ``n`` images per prompt with classifier-free guidance ``cfg_scale``.
 
     Each image is one conditional row plus one unconditional row; the guided logits are
     ``uncond + cfg_scale * (cond - uncond)`` and the sampled token is appended to both rows.
+
+    Per-rollout settings: ``cfg_scale``, ``temperature``, ``top_k``, ``top_p`` and ``seed`` each take a scalar
+    (every image) or a list of ``n`` values (image ``i`` uses value ``i``; lists are stored as tuples). The
+    prompt is still computed once and the ``n`` images fork from it. Image ``i`` then draws exactly what a
+    separate ``n=1`` request with the same settings draws: with a seed list, image ``i`` is the ``n=1``
+    request with ``seed=seed[i]`` (with one scalar seed, image ``i`` uses its own stream derived from the seed
+    and ``i``). A scale of 1.0 uses the conditional logits, as an ``n=1`` request at scale 1.0 (which has no
+    unconditional row) does; the request keeps unconditional rows when any scale differs from 1.0.
+
+    ``decode=False`` skips the VQ decoder: the output carries ``image_tokens`` only (no pixels, no images).
     """
 
     n: int = 1
-    cfg_scale: float = 5.0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
+    cfg_scale: float | tuple[float, ...] = 5.0
+    temperature: float | tuple[float, ...] = 1.0
+    top_k: int | tuple[int, ...] = 0
+    top_p: float | tuple[float, ...] = 1.0
+    seed: int | None | tuple[int, ...] = None
+    decode: bool = True
 
     def __post_init__(self) -> None:
-        _check_common("ImageGenParams", self.n, self.temperature, self.top_k, self.top_p, self.seed)
-        if self.cfg_scale < 0:
-            raise ValueError(f"ImageGenParams.cfg_scale must be >= 0, got {self.cfg_scale!r}")
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
+            raise ValueError(f"ImageGenParams.n must be an integer >= 1, got {self.n!r}")
+        for name in _PER_SAMPLE:
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                if len(value) != self.n:
+                    raise ValueError(f"ImageGenParams.{name} has {len(value)} values but n is {self.n} "
+                                     "(give one value, or one per image)")
+                for i, item in enumerate(value):
+                    if name == "seed" and item is None:
+                        raise ValueError(f"ImageGenParams.seed[{i}] must be a non-negative integer, got None")
+                    _check_image_value(f"{name}[{i}]", item)
+                object.__setattr__(self, name, tuple(value))
+            else:
+                _check_image_value(name, value)
+        if not isinstance(self.decode, bool):
+            raise ValueError(f"ImageGenParams.decode must be True or False, got {self.decode!r}")
+
+    def value(self, name: str, i: int):
+        """Image ``i``'s value of the per-rollout field ``name``."""
+        value = getattr(self, name)
+        return value[i] if isinstance(value, tuple) else value
+
+    @property
+    def seeds(self) -> tuple[int, ...] | None:
+        """The per-image seeds when ``seed`` is a list, else None."""
+        return self.seed if isinstance(self.seed, tuple) else None
+
+    @property
+    def uses_cfg(self) -> bool:
+        """Whether any image is guided (a scale other than 1.0), so the request needs unconditional rows."""
+        return any(self.value("cfg_scale", i) != 1.0 for i in range(self.n))
