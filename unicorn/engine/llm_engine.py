@@ -17,6 +17,8 @@ from unicorn.engine.params import ImageGenParams, SamplingParams
 from unicorn.engine.scheduler import Scheduler, SchedulerConfig
 from unicorn.engine.prompts import PromptProcessor, RequestError
 from unicorn.engine.sequence import Request, RequestKind, Sequence, new_request_id
+from unicorn.engine.stop import truncate_at_stop
+from unicorn.engine.text_hooks import attach_text_hooks
 
 
 @dataclass
@@ -178,6 +180,7 @@ class Engine:
             row = Sequence(ids, images=images, output_kind="text")
             request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out)
             request.eos_token_ids = () if self.spec.eos_token_id is None else (self.spec.eos_token_id,)
+            attach_text_hooks(request, self.tokenizer)
             self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.TEXT, params, str(err))
@@ -285,6 +288,8 @@ class Engine:
                 tokens = request.sample_rows(i)[0].output_token_ids
                 text = None if self.tokenizer is None else self.tokenizer.decode(
                     tokens, skip_special_tokens=request.params.skip_special_tokens)
+                if text is not None and request.params.stop:
+                    text = truncate_at_stop(text, request.params.stop, request.params.include_stop_str_in_output)
                 out.samples.append(TextSample(text, tokens, request.finish_reasons[i]))
             return out
         codes = torch.tensor([request.sample_rows(i)[0].output_token_ids for i in range(request.n)])

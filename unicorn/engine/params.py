@@ -23,6 +23,11 @@ class SamplingParams:
 
     ``seed`` makes sampling reproducible and independent of what else is in the batch; without one, the engine
     draws a seed per request from its own seeded stream.
+
+    ``stop``: strings that finish a sample once its decoded text (decoded as the output is, see
+    ``skip_special_tokens``) contains one, matched across token boundaries; the sample's text is cut before
+    the first stop string unless ``include_stop_str_in_output``. Its token ids keep every sampled token.
+    Stop strings need a tokenizer.
     """
 
     n: int = 1
@@ -34,12 +39,18 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    include_stop_str_in_output: bool = False
 
     def __post_init__(self) -> None:
         _check_common("SamplingParams", self.n, self.temperature, self.top_k, self.top_p, self.seed)
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ValueError(f"SamplingParams.max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if not all(isinstance(s, str) and s for s in stop):
+            raise ValueError(f"SamplingParams.stop must be non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", stop)
 
 
 @dataclass(frozen=True)
