@@ -66,3 +66,55 @@ def test_stop_strings_without_a_tokenizer_are_refused_naming_stop(hf):
     assert out.error is not None and "stop" in out.error and not out.samples
     with pytest.raises(ValueError, match="stop"):
         SamplingParams(stop=("",))
+
+
+# ---- logprobs -----------------------------------------------------------------------------------------
+def reference_logprobs(model, ids):
+    """log_softmax of transformers' full forward over ``ids``: row p scores the token at p + 1."""
+    import torch
+
+    with torch.no_grad():
+        return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+
+
+def assert_record(record, ref_row, token, k):
+    assert record.token_id == token
+    assert record.logprob == pytest.approx(ref_row[token].item(), abs=1e-4)
+    top = ref_row.topk(k)
+    assert list(record.top) == top.indices.tolist()  # most likely first
+    assert list(record.top.values()) == pytest.approx(top.values.tolist(), abs=1e-4)
+
+
+def test_sample_and_prompt_logprobs_equal_a_full_forward_with_prefix_caching_and_chunked_prefill(hf):
+    model, path = hf
+    engine = Engine(path, num_kv_blocks=256, block_size=4, max_num_batched_tokens=8)  # prompts in chunks
+    shared = [1] + [17 + 3 * j for j in range(13)]
+    prompts = [shared + [40, 41, 42], shared + [90, 91]]
+    engine.generate(prompts[0], SamplingParams(max_tokens=2, temperature=0.0))  # fills the prefix cache
+    params = SamplingParams(n=2, max_tokens=6, temperature=0.7, top_k=5, seed=11, logprobs=3, prompt_logprobs=2)
+    cached, scored = engine.generate([prompts[0], prompts[1]], params)
+    assert cached.num_cached_tokens == 0 and scored.num_cached_tokens == 0  # computed, not served
+    plain = engine.generate(prompts[1], SamplingParams(max_tokens=1))[0]
+    assert plain.num_cached_tokens > 0  # the cache did hold the shared prefix
+    for out, prompt in ((cached, prompts[0]), (scored, prompts[1])):
+        assert out.prompt_logprobs[0] is None and len(out.prompt_logprobs) == len(prompt)
+        ref = reference_logprobs(model, prompt)
+        for p in range(1, len(prompt)):
+            assert_record(out.prompt_logprobs[p], ref[p - 1], prompt[p], 2)
+        for sample in out.samples:
+            ids = prompt + sample.token_ids
+            ref = reference_logprobs(model, ids)
+            assert len(sample.logprobs) == len(sample.token_ids)
+            for j, token in enumerate(sample.token_ids):  # raw distribution: before temperature and top-k
+                assert_record(sample.logprobs[j], ref[len(prompt) + j - 1], token, 3)
+    assert cached.samples[0].logprobs[0].top == cached.samples[1].logprobs[0].top  # shared template logits
+
+
+def test_logprobs_are_off_by_default_and_validated(toy):
+    out = toy.generate("Rate this:", SamplingParams(max_tokens=3))[0]
+    assert out.samples[0].logprobs is None and out.prompt_logprobs is None
+    zero = toy.generate("Rate this:", SamplingParams(max_tokens=3, logprobs=0, prompt_logprobs=0))[0]
+    assert all(r.top == {} for r in zero.samples[0].logprobs) and zero.prompt_logprobs[1].top == {}
+    for bad in (dict(logprobs=-1), dict(prompt_logprobs=1.5)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplingParams(**bad)

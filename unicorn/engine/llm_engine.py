@@ -290,7 +290,11 @@ class Engine:
                     tokens, skip_special_tokens=request.params.skip_special_tokens)
                 if text is not None and request.params.stop:
                     text = truncate_at_stop(text, request.params.stop, request.params.include_stop_str_in_output)
-                out.samples.append(TextSample(text, tokens, request.finish_reasons[i]))
+                out.samples.append(TextSample(text, tokens, request.finish_reasons[i],
+                                              logprobs=request.sample_logprobs[i] if request.sample_logprobs else None))
+            if request.params.prompt_logprobs is not None:
+                records = request.rows[0].prompt_logprob_records
+                out.prompt_logprobs = [records.get(p) for p in range(len(prompt_ids))]
             return out
         codes = torch.tensor([request.sample_rows(i)[0].output_token_ids for i in range(request.n)])
         images = self.model.postprocess(self.runner.decode_images(codes))

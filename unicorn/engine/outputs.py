@@ -9,7 +9,8 @@ from typing import Any
 class TextSample:
     text: str | None  # None when the checkpoint has no tokenizer
     token_ids: list[int]
-    finish_reason: str  # "stop" (EOS or a stop id), "length" (max_tokens or the context) or "error"
+    finish_reason: str  # "stop" (EOS, a stop id or string), "length" (max_tokens or the context) or "error"
+    logprobs: list[Any] | None = None  # SamplingParams.logprobs: a TokenLogprob per token id
 
 
 @dataclass
@@ -21,6 +22,8 @@ class TextOutput:
     samples: list[TextSample] = field(default_factory=list)
     error: str | None = None
     num_cached_tokens: int = 0
+    # SamplingParams.prompt_logprobs: a TokenLogprob per prompt token (None for the first, which has no prefix)
+    prompt_logprobs: list[Any] | None = None
 
     @property
     def text(self) -> str | None:

@@ -28,6 +28,12 @@ class SamplingParams:
     ``skip_special_tokens``) contains one, matched across token boundaries; the sample's text is cut before
     the first stop string unless ``include_stop_str_in_output``. Its token ids keep every sampled token.
     Stop strings need a tokenizer.
+
+    ``logprobs=k``: each generated token's log-probability and the ``k`` most likely ids ``{id: logprob}``
+    (``TextSample.logprobs``). ``prompt_logprobs=k``: the same for every prompt token given its prefix
+    (``TextOutput.prompt_logprobs``; ``0`` gives each token's own logprob only). Both are of the model's raw
+    distribution: before temperature, top-k, top-p and any grammar mask (as vLLM's default). A request with
+    ``prompt_logprobs`` computes its whole prompt (the prefix cache serves it nothing).
     """
 
     n: int = 1
@@ -41,6 +47,8 @@ class SamplingParams:
     skip_special_tokens: bool = True
     stop: tuple[str, ...] = field(default_factory=tuple)
     include_stop_str_in_output: bool = False
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         _check_common("SamplingParams", self.n, self.temperature, self.top_k, self.top_p, self.seed)
@@ -51,6 +59,10 @@ class SamplingParams:
         if not all(isinstance(s, str) and s for s in stop):
             raise ValueError(f"SamplingParams.stop must be non-empty strings, got {self.stop!r}")
         object.__setattr__(self, "stop", stop)
+        for name in ("logprobs", "prompt_logprobs"):
+            k = getattr(self, name)
+            if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
+                raise ValueError(f"SamplingParams.{name} must be None or an integer >= 0, got {k!r}")
 
 
 @dataclass(frozen=True)

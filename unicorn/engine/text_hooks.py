@@ -28,11 +28,29 @@ def _stop_hook(request: Request, tokenizer) -> Hook:
     return check
 
 
+def _logprobs_hook(request: Request) -> Hook:
+    request.sample_logprobs = [[] for _ in range(request.n)]
+
+    def record(i: int, token: int) -> None:
+        entry = request.pending_logprobs.pop(i)
+        assert entry.token_id == token, (entry, token)
+        request.sample_logprobs[i].append(entry)
+
+    return record
+
+
 def attach_text_hooks(request: Request, tokenizer) -> None:
-    """Sets ``request.on_token`` when its params need per-token checks; raises RequestError naming the field
-    when the engine cannot honour one."""
+    """Sets ``request.on_token`` when its params need per-token work, and marks the prompt row for prompt
+    logprobs; raises RequestError naming the field when the engine cannot honour one."""
+    params = request.params
+    if params.prompt_logprobs is not None:
+        row = request.rows[0]
+        row.prompt_logprobs = params.prompt_logprobs
+        row.max_cached_tokens = 0
     hooks: list[Hook] = []
-    if request.params.stop:
+    if params.logprobs is not None:
+        hooks.append(_logprobs_hook(request))
+    if params.stop:
         hooks.append(_stop_hook(request, tokenizer))
     if not hooks:
         return
