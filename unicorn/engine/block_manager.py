@@ -104,6 +104,8 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return 0
         max_blocks = (seq.num_tokens - 1) // self.block_size
+        if seq.max_cached_tokens is not None:  # e.g. prompt logprobs need the positions after it computed
+            max_blocks = min(max_blocks, seq.max_cached_tokens // self.block_size)
         hits: list[int] = []
         for block_hash in self._prompt_block_hashes(seq)[:max_blocks]:
             block_id = self.cached_blocks.get(block_hash)

@@ -17,6 +17,8 @@ from unicorn.engine.params import ImageGenParams, SamplingParams
 from unicorn.engine.scheduler import Scheduler, SchedulerConfig
 from unicorn.engine.prompts import PromptProcessor, RequestError
 from unicorn.engine.sequence import Request, RequestKind, Sequence, new_request_id
+from unicorn.engine.stop import truncate_at_stop
+from unicorn.engine.text_hooks import attach_text_hooks
 
 
 @dataclass
@@ -184,6 +186,7 @@ class Engine:
             row = Sequence(ids, images=images, output_kind="text")
             request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out, priority=priority)
             request.eos_token_ids = () if self.spec.eos_token_id is None else (self.spec.eos_token_id,)
+            attach_text_hooks(request, self.tokenizer)
             self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.TEXT, params, str(err))
@@ -349,10 +352,16 @@ class Engine:
                 tokens = _sample_tokens(request, i)
                 text = None if self.tokenizer is None else self.tokenizer.decode(
                     tokens, skip_special_tokens=request.params.skip_special_tokens)
-                out.samples.append(TextSample(text, tokens, reasons[i], new_token_ids=tokens[delivered[i]:]))
+                if text is not None and request.params.stop:
+                    text = truncate_at_stop(text, request.params.stop, request.params.include_stop_str_in_output)
+                out.samples.append(TextSample(text, tokens, reasons[i], new_token_ids=tokens[delivered[i]:],
+                                              logprobs=request.sample_logprobs[i] if request.sample_logprobs else None))
                 delivered[i] = len(tokens)
             if finished:
                 del self._delivered[request.request_id]
+            if request.params.prompt_logprobs is not None:
+                records = request.rows[0].prompt_logprob_records
+                out.prompt_logprobs = [records.get(p) for p in range(len(prompt_ids))]
             return out
         codes = torch.tensor([_sample_tokens(request, i) for i in range(request.n)], dtype=torch.long)
         out = ImageOutput(request.request_id, prompt_ids, [], codes, num_cached_tokens=request.rows[0].num_cached_tokens,

@@ -11,6 +11,7 @@ import torch
 
 from unicorn.attention import AttentionMetadata, KVCache
 from unicorn.engine.kv_cache import copy_blocks
+from unicorn.engine.logprobs import token_logprobs
 from unicorn.engine.sampler import Sampler, SamplingBatch, sample_seed
 from unicorn.engine.scheduler import SchedulerOutput
 from unicorn.engine.sequence import Request, RequestKind, Sequence
@@ -103,12 +104,25 @@ class ModelRunner:
         embeds, positions = self._embed(out)
         meta = self._metadata(out)
         hidden = self.model.forward(embeds, positions, self.kv_caches, meta)
+        self._record_prompt_logprobs(out, hidden)
         last_index: dict[int, int] = {}
         end = 0
         for item in out.rows:
             end += item.num_new_tokens
             last_index[item.seq.seq_id] = end - 1
         return self._sample(out.sampling_requests, hidden, last_index)
+
+    def _record_prompt_logprobs(self, out: SchedulerOutput, hidden: torch.Tensor) -> None:
+        """For rows asking prompt logprobs: hidden at position p scores prompt token p + 1 (chunks included)."""
+        base = 0
+        for item in out.rows:
+            seq, start = item.seq, item.seq.num_computed_tokens
+            last = min(start + item.num_new_tokens, seq.num_prompt_tokens - 1)
+            if seq.prompt_logprobs is not None and last > start:
+                logits = self.model.text_logits(hidden[base : base + last - start])
+                records = token_logprobs(logits, seq.token_ids[start + 1 : last + 1], seq.prompt_logprobs)
+                seq.prompt_logprob_records.update(zip(range(start + 1, last + 1), records))
+            base += item.num_new_tokens
 
     def _sample(
         self, requests: list[Request], hidden: torch.Tensor, last_index: dict[int, int]
@@ -143,7 +157,9 @@ class ModelRunner:
                 batch.seeds.append(sample_seed(request.seed, i))
                 batch.steps.append(rows[0].num_output_tokens)
                 slots.append((request.request_id, i))
-        tokens = self.sampler(self.model.text_logits(hidden[cond_rows]), None, None, batch).tolist()
+        logits = self.model.text_logits(hidden[cond_rows])
+        tokens = self.sampler(logits, None, None, batch).tolist()
+        self._leave_sample_logprobs(requests, slots, logits, tokens)
         for (request_id, i), token in zip(slots, tokens):
             results[request_id][i] = token
 
@@ -188,6 +204,21 @@ class ModelRunner:
         tokens = self.sampler(cond, uncond, scales, batch).tolist()
         for (request_id, i), token in zip(slots, tokens):
             results[request_id][i] = token
+
+    @staticmethod
+    def _leave_sample_logprobs(requests, slots, logits: torch.Tensor, tokens: list[int]) -> None:
+        """Leaves each sampled token's logprob record for on_token (it lands only if the token is accepted)."""
+        by_id = {r.request_id: r for r in requests}
+        rows = [k for k, (rid, _) in enumerate(slots) if by_id[rid].params.logprobs is not None]
+        if not rows:
+            return
+        ks = {by_id[slots[k][0]].params.logprobs for k in rows}
+        for k_top in ks:
+            picked = [k for k in rows if by_id[slots[k][0]].params.logprobs == k_top]
+            records = token_logprobs(logits[picked], [tokens[k] for k in picked], k_top)
+            for k, record in zip(picked, records):
+                request_id, i = slots[k]
+                by_id[request_id].pending_logprobs[i] = record
 
     @_under_kernel_choice
     def decode_images(self, image_tokens: torch.Tensor, chunk: int = 8) -> torch.Tensor:

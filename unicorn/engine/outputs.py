@@ -9,9 +9,10 @@ from typing import Any
 class TextSample:
     text: str | None  # None when the checkpoint has no tokenizer
     token_ids: list[int]
-    finish_reason: str | None  # "stop" (EOS or a stop id), "length" (max_tokens or the context), "abort";
+    finish_reason: str | None  # "stop" (EOS, a stop id or string), "length" (max_tokens or the context), "abort";
     # None while the request streams (``TextOutput.finished`` is False)
     new_token_ids: list[int] = field(default_factory=list)  # tokens since this request's previous output
+    logprobs: list[Any] | None = None  # SamplingParams.logprobs: a TokenLogprob per token id
 
 
 @dataclass
@@ -26,6 +27,8 @@ class TextOutput:
     error: str | None = None
     num_cached_tokens: int = 0
     finished: bool = True
+    # SamplingParams.prompt_logprobs: a TokenLogprob per prompt token (None for the first, which has no prefix)
+    prompt_logprobs: list[Any] | None = None
 
     @property
     def text(self) -> str | None:

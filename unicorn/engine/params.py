@@ -23,6 +23,17 @@ class SamplingParams:
 
     ``seed`` makes sampling reproducible and independent of what else is in the batch; without one, the engine
     draws a seed per request from its own seeded stream.
+
+    ``stop``: strings that finish a sample once its decoded text (decoded as the output is, see
+    ``skip_special_tokens``) contains one, matched across token boundaries; the sample's text is cut before
+    the first stop string unless ``include_stop_str_in_output``. Its token ids keep every sampled token.
+    Stop strings need a tokenizer.
+
+    ``logprobs=k``: each generated token's log-probability and the ``k`` most likely ids ``{id: logprob}``
+    (``TextSample.logprobs``). ``prompt_logprobs=k``: the same for every prompt token given its prefix
+    (``TextOutput.prompt_logprobs``; ``0`` gives each token's own logprob only). Both are of the model's raw
+    distribution: before temperature, top-k, top-p and any grammar mask (as vLLM's default). A request with
+    ``prompt_logprobs`` computes its whole prompt (the prefix cache serves it nothing).
     """
 
     n: int = 1
@@ -34,12 +45,24 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    include_stop_str_in_output: bool = False
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         _check_common("SamplingParams", self.n, self.temperature, self.top_k, self.top_p, self.seed)
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ValueError(f"SamplingParams.max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if not all(isinstance(s, str) and s for s in stop):
+            raise ValueError(f"SamplingParams.stop must be non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", stop)
+        for name in ("logprobs", "prompt_logprobs"):
+            k = getattr(self, name)
+            if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
+                raise ValueError(f"SamplingParams.{name} must be None or an integer >= 0, got {k!r}")
 
 
 _PER_SAMPLE = ("cfg_scale", "temperature", "top_k", "top_p", "seed")

@@ -64,6 +64,12 @@ class Sequence:
         self.num_computed_tokens = 0
         self.block_table: list[int] = []
         self.num_cached_tokens = 0  # prompt tokens served by the prefix cache at the last admission
+        # Prompt logprobs (text helper): the prefix cache serves at most max_cached_tokens of this row, so the
+        # positions after them are computed; the runner records {position: TokenLogprob} of the prompt tokens
+        # it computes when prompt_logprobs (top-k) is set.
+        self.max_cached_tokens: int | None = None
+        self.prompt_logprobs: int | None = None
+        self.prompt_logprob_records: dict[int, Any] = {}
 
     @property
     def num_tokens(self) -> int:
@@ -140,6 +146,10 @@ class Request:
     # Called by the scheduler after sample i accepts a token (stop strings, grammars); returns a finish reason
     # ("stop") or None. Set by the engine; the scheduler stays ignorant of tokenizers and grammars.
     on_token: Callable[[int, int], str | None] | None = None
+    # SamplingParams.logprobs: per sample, one TokenLogprob per accepted token. The runner leaves each live
+    # sample's candidate in pending_logprobs; on_token appends it when the scheduler accepts the token.
+    sample_logprobs: list[list[Any]] = field(default_factory=list)
+    pending_logprobs: dict[int, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
