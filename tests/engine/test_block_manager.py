@@ -99,3 +99,49 @@ def test_allocate_refuses_when_short():
 def test_bad_sizes():
     with pytest.raises(ValueError, match="num_blocks"):
         BlockManager(0, 16)
+
+
+def scheduled(bm, seq, n):
+    """Allocates n more tokens and publishes what they fill, as the scheduler does for a scheduled row."""
+    assert bm.allocate_slots(seq, n) == []
+    bm.publish(seq, n)
+
+
+def test_blocks_filled_this_step_are_shared_this_step_and_a_partial_chunk_publishes_nothing():
+    bm = BlockManager(num_blocks=16, block_size=4)
+    a = Sequence(list(range(14)))
+    scheduled(bm, a, 6)  # a chunk ending mid-block 1: only block 0 is full after the step
+    b = Sequence(list(range(14)))
+    assert bm.attach_cached_prefix(b) == 4 and b.block_table == a.block_table[:1]
+    a.num_computed_tokens += 6
+    bm.commit_computed(a)
+    scheduled(bm, a, 7)  # next chunk fills blocks 1 and 2, not block 3 (the last token stays)
+    c = Sequence(list(range(13)) + [50, 51])
+    assert bm.attach_cached_prefix(c) == 12 and c.block_table == a.block_table[:3]
+    assert bm.ref_count(a.block_table[1]) == 2
+
+
+def test_a_row_freed_before_its_forward_withdraws_what_it_published():
+    bm = BlockManager(num_blocks=16, block_size=4)
+    a = Sequence(list(range(9)))
+    scheduled(bm, a, 9)
+    b = Sequence(list(range(9)))
+    assert bm.attach_cached_prefix(b) == 8  # attached in the same step: the forward computes them for both
+    bm.free(a)  # e.g. aborted before the forward ran
+    c = Sequence(list(range(9)))
+    assert bm.attach_cached_prefix(c) == 0 and not bm.pending
+    assert all(bm.ref_count(x) == 1 for x in b.block_table)
+    bm.free(b)
+    bm.free(c)
+    assert bm.num_free_blocks == 16 and not bm.cached_blocks
+
+
+def test_computed_blocks_stay_published_after_the_row_is_freed():
+    bm = BlockManager(num_blocks=16, block_size=4)
+    a = Sequence(list(range(9)))
+    scheduled(bm, a, 9)
+    a.num_computed_tokens += 9
+    bm.commit_computed(a)
+    assert not bm.pending
+    bm.free(a)
+    assert bm.attach_cached_prefix(Sequence(list(range(9)))) == 8

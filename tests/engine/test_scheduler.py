@@ -27,17 +27,24 @@ def fake_token(request, sample, step):
     return 1000 + (request.seed * 7919 + sample * 131 + step * 17) % 997
 
 
+def check_writes(bm, out):
+    """A step writes each block from one row only, and never into a block another row still references,
+    unless that row attached it in this step from the writer, which publishes it (same-step sharing)."""
+    writers = {}
+    for item in out.rows:
+        seq = item.seq
+        first = seq.num_computed_tokens // bm.block_size
+        for b in seq.block_table[first:]:
+            assert writers.setdefault(b, seq.seq_id) == seq.seq_id, f"two rows write block {b}"
+            assert bm.ref_count(b) == 1 or bm.pending.get(b) == seq.seq_id
+
+
 def drive(scheduler, max_steps=10_000, on_step=None):
     finished, steps = [], 0
     while scheduler.has_unfinished():
         out = scheduler.schedule()
         assert not out.is_empty, "no progress"
-        # A step never writes into a block another row still references.
-        for item in out.rows:
-            seq = item.seq
-            first = seq.num_computed_tokens // scheduler.block_manager.block_size
-            for b in seq.block_table[first:]:
-                assert scheduler.block_manager.ref_count(b) == 1
+        check_writes(scheduler.block_manager, out)
         sampled = {}
         new_tokens = {id(item.seq): item.num_new_tokens for item in out.rows}
         for req in out.sampling_requests:
@@ -319,3 +326,23 @@ def test_an_image_outside_its_share_never_blocks_text():
         done += [r for r in out.sampling_requests if r in judges]
     assert done == judges  # 8 judges pass the image, 2 seats at a time, although max_bypass is 2
     assert waiting_image.num_times_bypassed == 0 and waiting_image in s.waiting
+
+
+def test_requests_admitted_together_compute_a_common_prefix_once():
+    # 6 requests with a 12-token (3-block) common prefix, chunked prefill on: one computes the prefix, the
+    # other five attach its blocks in the same step.
+    s = make(num_blocks=64, block_size=4, max_num_batched_tokens=64)
+    prefix = list(range(1, 13))
+    reqs = [text_request(prefix + [20 + k, 30 + k], max_tokens=3, seed=k) for k in range(6)]
+    for r in reqs:
+        s.add_request(r)
+    out = s.schedule()
+    assert len(out.rows) == 6
+    assert out.num_batched_tokens == 14 + 5 * 2
+    shared = reqs[0].rows[0].block_table[:3]
+    assert all(r.rows[0].block_table[:3] == shared for r in reqs)
+    assert [s.block_manager.ref_count(b) for b in shared] == [6, 6, 6]
+    assert s.block_manager.num_prefix_hit_tokens == 5 * 12
+    s.update(out, {r.request_id: [fake_token(r, 0, 0)] for r in out.sampling_requests})
+    finished, _ = drive(s)
+    assert all(r.rows[0].output_token_ids == [fake_token(r, 0, t) for t in range(3)] for r in reqs)

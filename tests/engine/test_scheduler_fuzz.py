@@ -1,11 +1,12 @@
 """Scheduler fuzz: random mixes of text / image / CFG / n>1 requests on tiny pools (preemption), chunked
-prefill on and off, random aborts. Every step is checked against the block manager's invariants, and the
-outputs against an unconstrained run of the same requests (the fake runner of test_scheduler.py makes a
+prefill on and off, random aborts. Every step is checked against the block manager's invariants and a toy
+KV cache (each row must read back its own tokens: no block that no row computed), and the outputs against
+an unconstrained run of the same requests (the fake runner of test_scheduler.py makes a
 sample's tokens depend only on its request, sample index and position, so any correct schedule agrees).
 """
 import random
 
-from tests.engine.test_scheduler import fake_token, image_request, text_request
+from tests.engine.test_scheduler import check_writes, fake_token, image_request, text_request
 from unicorn.engine.block_manager import BlockManager
 from unicorn.engine.scheduler import Scheduler, SchedulerConfig
 from unicorn.engine.sequence import RequestKind, RequestStatus
@@ -41,9 +42,31 @@ def check_step(scheduler, requests, out):
     assert len(dsts) == len(set(dsts)), f"two copies into one block: {out.block_copies}"
     assert set(dsts) <= owned, f"copy into a block no scheduled row owns: {out.block_copies}"
     check_refs(bm, requests)
+    check_writes(bm, out)
     for request in out.preempted:
         assert request.status is RequestStatus.WAITING
     assert {id(r) for r in out.sampling_requests} <= {id(r) for r in scheduler.running}
+
+
+def content(seq, pos):
+    return seq.token_ids[pos], seq.output_kind if pos >= seq.num_prompt_tokens else "prompt"
+
+
+def simulate_kv(bm, cache, out):
+    """A toy KV cache (slot -> what was written there): copies, then every row's writes, then every row reads
+    its whole context through its block table and must find its own tokens (no uncomputed or foreign block)."""
+    bs = bm.block_size
+    moved = {(dst, o): cache.get(src * bs + o) for src, dst in out.block_copies for o in range(bs)}
+    for (dst, o), value in moved.items():
+        cache[dst * bs + o] = value
+    for item in out.rows:
+        seq = item.seq
+        for pos in range(seq.num_computed_tokens, seq.num_computed_tokens + item.num_new_tokens):
+            cache[seq.block_table[pos // bs] * bs + pos % bs] = content(seq, pos)
+    for item in out.rows:
+        seq = item.seq
+        for pos in range(seq.num_computed_tokens + item.num_new_tokens):
+            assert cache.get(seq.block_table[pos // bs] * bs + pos % bs) == content(seq, pos), (seq, pos)
 
 
 def check_refs(bm, requests):
@@ -61,7 +84,7 @@ def run(specs, *, num_blocks, block_size, rng=None, **config):
     requests = [build(spec) for spec in specs]
     for request in requests:
         scheduler.add_request(request)
-    aborted, steps = set(), 0
+    aborted, steps, cache = set(), 0, {}
     while scheduler.has_unfinished():
         if rng is not None and rng.random() < 0.04:
             live = [r for r in requests if not r.is_finished]
@@ -73,6 +96,7 @@ def run(specs, *, num_blocks, block_size, rng=None, **config):
         out = scheduler.schedule()
         assert not out.is_empty, "no progress"
         check_step(scheduler, requests, out)
+        simulate_kv(scheduler.block_manager, cache, out)
         sampled = {r.request_id: [fake_token(r, i, r.rows[0].num_output_tokens) for i in range(r.n)]
                    for r in out.sampling_requests}
         scheduler.update(out, sampled)

@@ -4,6 +4,12 @@ Pure Python (no torch): the model runner owns the tensors, this module only deci
 which tokens. A full block's hash chains its parent's hash, its token ids, the content hashes of the images
 whose placeholders it covers, and whether its ids are prompt (text) or output (image-codebook) ids, so two
 different images behind the same placeholder ids, or text id 5 and image code 5, never share a block.
+
+A block's hash is published as soon as a scheduled row will have computed it in full after the step
+(:meth:`BlockManager.publish`), not only after the forward: each layer stores every row's K/V before any row
+attends, so a row admitted later in the same step may attach the block and read it. A chunk that ends
+mid-block publishes nothing for that block, and a row freed before its step's forward (abort) withdraws what
+it published and has not computed.
 """
 from __future__ import annotations
 
@@ -45,7 +51,8 @@ class BlockManager:
         # Free blocks in eviction order (least recently freed first); hashed ones stay findable until reused.
         self.free_blocks: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self.cached_blocks: dict[int, int] = {}  # block hash -> block id
-        self.seq_hashes: dict[int, list[int]] = {}  # seq id -> hashes of its full, computed blocks
+        self.seq_hashes: dict[int, list[int]] = {}  # seq id -> hashes of its full blocks (computed or publishing)
+        self.pending: dict[int, int] = {}  # block id -> seq id: published, computed by this step's forward
         self.num_prefix_hit_tokens = 0
         self.num_prefix_query_tokens = 0
 
@@ -161,22 +168,33 @@ class BlockManager:
         self.seq_hashes[child.seq_id] = list(self.seq_hashes.get(parent.seq_id, []))
 
     def free(self, seq: Sequence) -> None:
-        """Releases the sequence's blocks (in reverse, so a prefix's tail is evicted before its head)."""
+        """Releases the sequence's blocks (in reverse, so a prefix's tail is evicted before its head).
+
+        Blocks it published but has not computed yet lose their hash: no later request may find them.
+        """
         for block_id in reversed(seq.block_table):
+            if self.pending.get(block_id) == seq.seq_id:
+                del self.pending[block_id]
+                self._unpublish(block_id)
             self._unref(block_id)
         seq.block_table = []
         seq.num_computed_tokens = 0
         self.seq_hashes.pop(seq.seq_id, None)
 
-    def commit_computed(self, seq: Sequence) -> None:
-        """Registers the sequence's newly full, computed blocks in the prefix cache."""
-        if not self.enable_prefix_caching:
-            return
+    def _unpublish(self, block_id: int) -> None:
+        block = self.blocks[block_id]
+        if block.block_hash is not None and self.cached_blocks.get(block.block_hash) == block_id:
+            del self.cached_blocks[block.block_hash]
+        block.block_hash = None
+
+    def _register_full_blocks(self, seq: Sequence, num_tokens: int) -> list[int]:
+        """Hashes the sequence's blocks that ``num_tokens`` tokens fill and registers the new ones in the
+        prefix cache; returns the ids of the blocks it registered."""
         hashes = self.seq_hashes.setdefault(seq.seq_id, [])
         bs = self.block_size
-        num_full = seq.num_computed_tokens // bs
         parent = hashes[-1] if hashes else None
-        for b in range(len(hashes), num_full):
+        registered: list[int] = []
+        for b in range(len(hashes), num_tokens // bs):
             start, end = b * bs, (b + 1) * bs
             parent = hash_block(parent, tuple(seq.token_ids[start:end]), block_extra_keys(seq, start, end))
             hashes.append(parent)
@@ -184,8 +202,30 @@ class BlockManager:
             if block.block_hash is None and parent not in self.cached_blocks:
                 block.block_hash = parent
                 self.cached_blocks[parent] = block.block_id
+                registered.append(block.block_id)
+        return registered
+
+    def publish(self, seq: Sequence, num_new_tokens: int) -> None:
+        """Publishes the blocks that a scheduled row fills in full this step (its slots allocated), so rows
+        admitted after it in the same step can attach them; the forward computes them before anyone reads
+        them (every layer stores all rows' K/V before attention)."""
+        if not self.enable_prefix_caching:
+            return
+        for block_id in self._register_full_blocks(seq, seq.num_computed_tokens + num_new_tokens):
+            self.pending[block_id] = seq.seq_id
+
+    def commit_computed(self, seq: Sequence) -> None:
+        """After the forward: the sequence's full blocks are computed (registers any not yet published)."""
+        if not self.enable_prefix_caching:
+            return
+        num_full = seq.num_computed_tokens // self.block_size
+        for block_id in seq.block_table[:num_full]:
+            if self.pending.get(block_id) == seq.seq_id:
+                del self.pending[block_id]
+        self._register_full_blocks(seq, seq.num_computed_tokens)
 
     def reset_prefix_cache(self) -> None:
         for block_hash, block_id in list(self.cached_blocks.items()):
             self.blocks[block_id].block_hash = None
         self.cached_blocks.clear()
+        self.pending.clear()

@@ -209,10 +209,12 @@ class Scheduler:
             self._admit_waiting(out, budget)
         return out
 
-    @staticmethod
-    def _emit(out: SchedulerOutput, request: Request, plan: list[ScheduledRow], samples: bool,
+    def _emit(self, out: SchedulerOutput, request: Request, plan: list[ScheduledRow], samples: bool,
               copies: list[tuple[int, int]]) -> None:
-        """Adds a scheduled request's rows and copy-on-write copies to the step's output."""
+        """Adds a scheduled request's rows and copy-on-write copies to the step's output, and publishes the
+        blocks its rows fill in full this step (requests admitted after it in this step may attach them)."""
+        for item in plan:
+            self.block_manager.publish(item.seq, item.num_new_tokens)
         out.rows.extend(plan)
         out.block_copies.extend(copies)
         if samples:
