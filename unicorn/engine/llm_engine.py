@@ -367,8 +367,13 @@ class Engine:
         out = ImageOutput(request.request_id, prompt_ids, [], codes, num_cached_tokens=request.rows[0].num_cached_tokens,
                           finished=True, finish_reasons=list(reasons))
         if "abort" not in reasons:
-            out.images = self.model.postprocess(self.runner.decode_images(codes))
+            out.pixel_values, out.images = self._decode(codes)
         return out
+
+    def _decode(self, codes: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """Codes [n, num_image_tokens] -> (pixels [n, 3, H, W] in the decoder's range, PIL images)."""
+        pixels = self.runner.decode_images(codes)
+        return pixels, self.model.postprocess(pixels)
 
 
 def _sample_tokens(request: Request, i: int) -> list[int]:

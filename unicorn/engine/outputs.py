@@ -45,7 +45,9 @@ class TextOutput:
 
 @dataclass
 class ImageOutput:
-    """One image request's result: ``n`` PIL images and their codebook ids ([n, num_image_tokens]).
+    """One image request's result: ``n`` PIL images, their codebook ids ([n, num_image_tokens]) and
+    ``pixel_values``, the decoder's float pixels [n, 3, H, W] (its normalized range, about [-1, 1], on the
+    engine's device), which a text request takes as an image part as they are (no uint8 round trip).
 
     ``finish_reasons`` per image: "length" (all its tokens) or "abort" (then ``image_tokens`` holds the codes
     so far and there are no images). Image outputs are always final (``finished`` is True)."""
@@ -58,3 +60,4 @@ class ImageOutput:
     num_cached_tokens: int = 0
     finished: bool = True
     finish_reasons: list[str] = field(default_factory=list)
+    pixel_values: Any = None  # None when not decoded (aborted, or decode=False)
