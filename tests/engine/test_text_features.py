@@ -118,3 +118,36 @@ def test_logprobs_are_off_by_default_and_validated(toy):
     for bad in (dict(logprobs=-1), dict(prompt_logprobs=1.5)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SamplingParams(**bad)
+
+
+# ---- candidate strings --------------------------------------------------------------------------------
+def test_candidate_logprobs_equal_summed_logprobs_of_a_full_forward_and_share_the_prompt(hf):
+    from unicorn.engine.logprobs import expected_value
+
+    model, path = hf
+    engine = Engine(path, num_kv_blocks=256, block_size=4, max_num_batched_tokens=8)
+    prompt = [1] + [30 + 7 * j % 200 for j in range(17)]
+    candidates = [[5], [5, 9], [12, 13, 14], [200, 3], [7]]
+    hits_before = engine.stats.prefix_hit_tokens
+    scores = engine.candidate_logprobs(prompt, candidates)
+    for cand, score in zip(candidates, scores):
+        ref = reference_logprobs(model, prompt + cand)
+        expect = sum(ref[len(prompt) + j - 1, t].item() for j, t in enumerate(cand))
+        assert score == pytest.approx(expect, abs=1e-4)
+    # Every candidate after the first reuses the prompt's full blocks (16 of its 18 tokens).
+    assert engine.stats.prefix_hit_tokens - hits_before == (len(candidates) - 1) * 16
+    assert not engine.scheduler.has_unfinished() and not engine._pending
+    probs = [2.0 ** -1, 2.0 ** -2, 2.0 ** -2]
+    assert expected_value([float(__import__("math").log(p)) for p in probs], [0, 4, 8]) == pytest.approx(3.0)
+
+
+def test_candidate_strings_are_tokenized_alone_and_teacher_forced(toy):
+    prompt = "Question: what"
+    scores = toy.candidate_logprobs(prompt, [" circle", " red square", "."])
+    ids = toy.prompts.text(prompt)[0]
+    for cand, score in zip([" circle", " red square", "."], scores):
+        c = toy.tokenizer.encode(cand, add_bos=False)
+        out = toy.generate([ids + c], SamplingParams(max_tokens=1, prompt_logprobs=0))[0]
+        assert score == pytest.approx(sum(r.logprob for r in out.prompt_logprobs[len(ids):]), abs=1e-5)
+    with pytest.raises(ValueError, match="non-empty"):
+        toy.candidate_logprobs(prompt, [""])

@@ -376,6 +376,62 @@ class Engine:
         return pixels, self.model.postprocess(pixels)
 
 
+    # ---- candidate strings (text helper) -------------------------------------------------------------
+    def candidate_logprobs(self, prompt, candidates) -> list[float]:
+        """``log P(candidate | prompt)`` for each candidate (a string, or token ids), under the raw distribution.
+
+        ``prompt`` is anything :meth:`submit_text` takes. Each candidate is tokenized on its own (no BOS) and
+        teacher-forced after the prompt: its logprob is the sum of its tokens' prompt logprobs. The prompt is
+        computed once: the first candidate computes it, the others reuse its blocks through the prefix cache
+        (only the prompt's last partial block is recomputed). See :func:`unicorn.engine.logprobs.expected_value`.
+
+        Mind the prefix problem: ``P("1")`` also counts every continuation such as ``"10"``. To score a choice
+        among candidates, end each with what must follow it (e.g. ``'1"'`` or ``"1\\n"`` after ``"score": ``), so
+        no candidate is a prefix of another. Runs the engine until its own requests finish, so call it with no
+        other request in flight (it raises RuntimeError otherwise).
+        """
+        if self.scheduler.has_unfinished():
+            raise RuntimeError("candidate_logprobs needs an idle engine (other requests are in flight)")
+        prompt_ids, images = self.prompts.text(prompt)
+        targets: list[list[int]] = []
+        for c in candidates:
+            if isinstance(c, str):
+                if self.tokenizer is None:
+                    raise RequestError("candidates given as strings need a tokenizer; pass token ids")
+                c = self.tokenizer.encode(c, add_bos=False)
+            if not c:
+                raise RequestError("candidates must be non-empty")
+            targets.append([int(t) for t in c])
+            if len(prompt_ids) + len(c) >= self.max_model_len:
+                raise RequestError(f"prompt and candidate take {len(prompt_ids) + len(c)} tokens; the context "
+                                   f"is {self.max_model_len}")
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        requests: list[Request] = []
+
+        def run_until_done() -> None:
+            while not all(r.is_finished for r in requests):
+                self._advance()
+            for r in requests:  # its own outputs only: others' finished outputs stay for step() / run()
+                self._finished.pop(r.request_id, None)
+                self._fresh.discard(r.request_id)
+
+        for k, ids in enumerate(targets):
+            row = Sequence(prompt_ids + ids, images=images, output_kind="text")
+            row.prompt_logprobs, row.max_cached_tokens = 0, len(prompt_ids) - 1  # the candidate's positions run
+            request = Request(RequestKind.TEXT, params, 0, [row], 1)
+            self._check_fits(request)
+            self._enqueue(request)
+            requests.append(request)
+            if k == 0:  # computes the shared prompt; the others then hit its cached blocks
+                run_until_done()
+        run_until_done()
+        num_prompt = len(prompt_ids)
+        return [
+            sum(r.rows[0].prompt_logprob_records[p].logprob for p in range(num_prompt, num_prompt + len(ids)))
+            for r, ids in zip(requests, targets)
+        ]
+
+
 def _sample_tokens(request: Request, i: int) -> list[int]:
     """Sample i's output tokens (none before the fork: the first token creates the samples)."""
     return request.sample_rows(i)[0].output_token_ids if request.forked else []

@@ -30,3 +30,12 @@ def token_logprobs(logits: torch.Tensor, token_ids: list[int], k: int) -> list[T
     else:
         tops = [{} for _ in token_ids]
     return [TokenLogprob(t, lp, top) for t, lp, top in zip(token_ids, chosen, tops)]
+
+
+def expected_value(candidate_logprobs: list[float], values: list[float]) -> float:
+    """The mean of ``values`` under the candidates' probabilities renormalised over the candidates (e.g. a
+    judge's expected score from ``Engine.candidate_logprobs`` of "0" ... "10"): breaks ties that argmax hides."""
+    if len(candidate_logprobs) != len(values) or not values:
+        raise ValueError(f"need one value per candidate, got {len(values)} for {len(candidate_logprobs)}")
+    weights = torch.softmax(torch.tensor(candidate_logprobs, dtype=torch.float64), dim=0)
+    return float((weights * torch.tensor(values, dtype=torch.float64)).sum())
