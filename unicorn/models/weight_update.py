@@ -115,7 +115,7 @@ def _plan_directory(model: nn.Module, path: str) -> Callable[[], None]:
                 raise CheckpointError(f"unknown tensor {key!r} in {file} (model_type {config.get('model_type')!r})")
             for name, value in mapped:
                 if targets.check(name, value.shape, f"tensor {key!r} in {file}") is None:
-                    raise CheckpointError(f"tensor {key!r} in {file} maps to {name!r}, which the model does not have")
+                    raise CheckpointError(f"unknown tensor {key!r} in {file} (the model has no {name!r})")
         if shard.expected_keys is not None and not shard.expected_keys <= seen:
             lost = sorted(shard.expected_keys - seen)
             raise CheckpointError(f"tensor {lost[0]!r} is listed in the index for {file} but is not in that file")
