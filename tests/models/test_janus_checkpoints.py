@@ -246,3 +246,39 @@ def test_missing_shard_is_named(tmp_path):
     os.remove(os.path.join(path, second))
     with pytest.raises(CheckpointError, match="shards listed in model.safetensors.index.json are missing: model-00002"):
         load_model(path)
+
+
+def _write_deepseek(path, hf, tokenizer_from):
+    state = _to_deepseek(hf.state_dict())
+    torch.save({k: v.contiguous() for k, v in state.items()}, path / "pytorch_model.bin")
+    (path / "config.json").write_text(json.dumps(_deepseek_config(hf.config)))
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(tokenizer_from, f), path / f)
+    return str(path)
+
+
+@torch.no_grad()
+def test_weights_load_in_place_from_deepseek_and_transformers_layouts(tmp_path, tiny_path):
+    from unicorn.models.weight_update import load_weights_in_place
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _write_deepseek(tmp_path / "a", make_hf_janus("mha40", seed=5), tiny_path)
+    hf_b = make_hf_janus("mha40", seed=6)
+    b = _write_deepseek(tmp_path / "b", hf_b, tiny_path)
+    hf_b.save_pretrained(tmp_path / "b_hf")
+    model = load_model(a)
+    pointers = {n: p.data_ptr() for n, p in model.named_parameters()}
+    want = load_model(b).state_dict()
+    assert any(not torch.equal(v, want[k]) for k, v in model.state_dict().items())
+    for source in (b, str(tmp_path / "b_hf")):  # DeepSeek's layout (qkv split, pos_embed squeezed), transformers'
+        load_weights_in_place(model, a)
+        load_weights_in_place(model, source)
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=k)
+    assert {n: p.data_ptr() for n, p in model.named_parameters()} == pointers
+    other = load_model(tiny_path)  # another architecture: refused by shape, nothing copied
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_weights_in_place(other, b)
+    assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())

@@ -69,6 +69,13 @@ def test_export_serves_same_logits(tiny_model, cpr_data, tmp_path):
         torch.testing.assert_close(served.image_logits(h2), trained.image_logits(h1), rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(served.embed_image_tokens(ids[0] % 90), trained.embed_image_tokens(ids[0] % 90))
     assert not torch.equal(served.lm_head.weight, Engine(tiny_model).model.lm_head.weight)  # it did train
+    # A running engine on the source takes the trained weights from the export or from the trainer's state dict.
+    want = served.state_dict()
+    for source in (str(tmp_path / "export"), trainer.full_janus_state_dict()):
+        engine = Engine(tiny_model, num_kv_blocks=8)
+        engine.update_weights(source)
+        for k, v in engine.model.state_dict().items():
+            assert torch.equal(v, want[k]), k
 
 
 def test_deepspeed_config_contradiction(tiny_model, cpr_data, tmp_path):

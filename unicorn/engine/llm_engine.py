@@ -151,6 +151,122 @@ class Engine:
         self._fresh: set[int] = set()  # text requests that received tokens since step() last returned
         self._delivered: dict[int, list[int]] = {}  # text request -> tokens per sample already returned
         self.stats = EngineStats()
+        self._sleep_level = 0  # 0 awake; 1 or 2 as in sleep()
+        self._weights_dir = model_path if model is None else None  # what wake_up() reloads after sleep(level=2)
+
+    # ---- weights between rounds: update_weights, sleep, wake_up ---------------------------------------------
+    def update_weights(self, weights) -> None:
+        """Loads new weights into the running engine, in place.
+
+        ``weights``: a checkpoint directory (what ``unicorn train --export`` writes, or any layout the loader reads:
+        transformers' Janus layout, DeepSeek's original one), or a state dict keyed by the model's parameter names
+        (``engine.model.state_dict()``, ``Trainer.full_janus_state_dict()``); a state dict may leave out the model's
+        frozen modules (Janus: the VQ codec), which keep their values. Every name and shape is checked before
+        anything is copied: a bad source raises ``CheckpointError`` (one line naming the first unknown or missing
+        tensor, or the shape mismatch) and the engine keeps its weights. Copies go into the existing tensors (cast
+        to their dtype and device), so kernels and graphs keep their pointers. Config, special ids and tokenizer
+        stay those the engine was built with.
+
+        Everything computed from the old weights is dropped: the prefix cache (no later request reuses a KV block
+        computed before) and the runner's cache of image features. Refused while a request is queued or running.
+        Allowed while asleep at level 1 (the copy goes into the host copies, which wake_up() brings back); after
+        ``sleep(level=2)`` pass the weights to :meth:`wake_up` instead.
+        """
+        from unicorn.models.weight_update import load_weights_in_place
+
+        self._check_idle("update_weights")
+        if self._sleep_level == 2:
+            raise RuntimeError("update_weights: the engine is asleep at level 2 (weights discarded); "
+                               "call wake_up(weights=...) instead")
+        load_weights_in_place(self.model, weights)
+        self._weights_dir = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else None
+        self._drop_weight_dependent_caches()
+
+    def sleep(self, level: int = 1) -> None:
+        """Releases the engine's device memory between rounds (e.g. while a trainer uses the GPU).
+
+        Both levels free the KV pool (its tensors are dropped; the prefix cache is reset, as its blocks' content is
+        gone) and the cached image features. Level 1 also moves the weights to host memory (pinned on CUDA; on a
+        CPU engine they stay where they are), level 2 discards them (but for the model's frozen modules, e.g. Janus'
+        VQ codec, which go to host memory, as a trainer's state dict leaves them out). On CUDA the freed memory is handed back to the
+        driver (``torch.cuda.empty_cache``). Refused while a request is queued or running; while asleep, submitting
+        and stepping raise. See :meth:`wake_up`.
+        """
+        from unicorn.engine.device_memory import discard_loadable, offload_to_host, release_cached_device_memory
+
+        if level not in (1, 2):
+            raise ValueError(f"sleep level must be 1 (weights to host memory) or 2 (weights discarded), got {level!r}")
+        if self._sleep_level:
+            raise RuntimeError(f"the engine is already asleep (level {self._sleep_level}); call wake_up() first")
+        self._check_idle("sleep")
+        caches = self.runner.kv_caches
+        self._kv_layout = (len(caches), tuple(caches[0].key.shape), caches[0].key.dtype,
+                           [(c.k_scale, c.v_scale) for c in caches])
+        self.runner.kv_caches = []
+        del caches
+        self._drop_weight_dependent_caches()
+        if level == 1:
+            offload_to_host(self.model)
+        else:
+            discard_loadable(self.model, keep_modules=getattr(self.model, "frozen_modules", ()))
+        self._sleep_level = level
+        release_cached_device_memory(self.device)
+
+    def wake_up(self, weights=None) -> None:
+        """Re-acquires what :meth:`sleep` released: a KV pool of the same size (empty, with no cached prefix) and
+        the weights on the device.
+
+        After level 1 the weights come back from host memory; ``weights``, if given, is loaded first (as
+        :meth:`update_weights`). After level 2 ``weights`` (a checkpoint directory or a state dict, as
+        :meth:`update_weights` takes) is loaded, by default the directory the engine last loaded (``model_path`` or
+        the last ``update_weights`` directory; a state dict is not kept, so after one ``weights`` is required).
+        It is checked before any memory is allocated: a bad source raises and the engine stays asleep.
+        """
+        from unicorn.engine.device_memory import restore_to_device
+        from unicorn.models.weight_update import prepare_weight_update
+
+        if not self._sleep_level:
+            raise RuntimeError("wake_up: the engine is not asleep")
+        if self._sleep_level == 1:
+            if weights is not None:
+                self.update_weights(weights)
+            restore_to_device(self.model, self.device)
+        else:
+            source = weights if weights is not None else self._weights_dir
+            if source is None:
+                raise ValueError("wake_up after sleep(level=2) needs weights=: the engine's last weights came from a "
+                                 "state dict or a model object, which it does not keep")
+            load = prepare_weight_update(self.model, source)  # checks names and shapes against the meta tensors
+            restore_to_device(self.model, self.device)
+            load()
+            self._weights_dir = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        num_layers, shape, dtype, scales = self._kv_layout
+        caches = allocate_kv_caches(num_layers, shape[0], shape[1], shape[2], shape[3], dtype, self.device)
+        for cache, (k_scale, v_scale) in zip(caches, scales):
+            cache.k_scale, cache.v_scale = k_scale, v_scale
+        self.runner.kv_caches = caches
+        self._sleep_level = 0
+
+    @property
+    def sleep_level(self) -> int:
+        """0 when awake, else the level :meth:`sleep` was called with."""
+        return self._sleep_level
+
+    def _check_awake(self) -> None:
+        if self._sleep_level:
+            raise RuntimeError(f"the engine is asleep (level {self._sleep_level}): call wake_up() before submitting "
+                               "or stepping")
+
+    def _check_idle(self, action: str) -> None:
+        if self.scheduler.has_unfinished():
+            raise RuntimeError(
+                f"{action} needs an idle engine: {len(self.scheduler.running)} running and "
+                f"{len(self.scheduler.waiting)} waiting requests (run them to completion or abort them first)"
+            )
+
+    def _drop_weight_dependent_caches(self) -> None:
+        self.block_manager.reset_prefix_cache()
+        self.runner.encoder_cache.clear()
 
     # ---- submission -----------------------------------------------------------------------------
     def _seed(self, seed: int | None) -> int:
@@ -216,11 +332,13 @@ class Engine:
         return self._enqueue(request)
 
     def _enqueue(self, request: Request) -> int:
+        self._check_awake()
         self.scheduler.add_request(request)
         self._pending[request.request_id] = request
         return request.request_id
 
     def _reject(self, kind: RequestKind, params, reason: str) -> int:
+        self._check_awake()
         output_type = TextOutput if kind is RequestKind.TEXT else ImageOutput
         output = output_type(new_request_id(), prompt_token_ids=[], error=reason, finished=True)
         self._finished[output.request_id] = output
@@ -267,6 +385,7 @@ class Engine:
 
     def _advance(self) -> None:
         """One scheduled step; the outputs of the requests that finish in it wait in ``_finished``."""
+        self._check_awake()
         out = self.scheduler.schedule()
         if out.is_empty:
             if self.scheduler.running or self.scheduler.waiting:

@@ -23,6 +23,9 @@ class JanusModel(nn.Module):
     """The engine's view of Janus: embeddings in, hidden states out, heads and image codecs on the side."""
 
     prompt_format = JANUS_PROMPT_FORMAT  # the chat and image-generation templates (unicorn.models.spec.PromptFormat)
+    # Submodules training never updates (the trainer drops the VQ codec; exports copy it from the source): a weight
+    # update (unicorn.models.weight_update) may leave them out, and they keep their values.
+    frozen_modules = ("vqmodel",)
 
     def __init__(
         self,

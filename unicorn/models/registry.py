@@ -1,4 +1,5 @@
-"""Maps a checkpoint's config.json to the function that builds and loads its model.
+"""Maps a checkpoint's config.json to the function that builds and loads its model, and to its key layout
+(checkpoint key -> module parameter names), which loading new weights into a built model uses.
 
 Entries name their loader by import path, so importing the registry (as the engine does) imports no model.
 """
@@ -14,10 +15,20 @@ _LOADERS: dict[str, str] = {
     "multi_modality": "unicorn.models.janus_checkpoint:load_janus_deepseek",
 }
 
+# model_type -> ("module:key_to_name", "module:name_to_key" or None): the KeyMapper of unicorn.models.weights, and
+# how to name a missing parameter in that layout's terms (None: by its module name).
+_KEY_LAYOUTS: dict[str, tuple[str, str | None]] = {
+    "janus": ("unicorn.models.janus_checkpoint:hf_key_to_name", "unicorn.models.janus_checkpoint:name_to_hf_key"),
+    "multi_modality": ("unicorn.models.janus_checkpoint:deepseek_key_to_name", None),
+}
 
-def register_model(model_type: str, loader: str) -> None:
-    """``loader`` is "module:function" taking (path, config, device=..., dtype=...) and returning the model."""
+
+def register_model(model_type: str, loader: str, key_to_name: str | None = None, name_to_key: str | None = None) -> None:
+    """``loader`` is "module:function" taking (path, config, device=..., dtype=...) and returning the model;
+    ``key_to_name`` ("module:function", a ``KeyMapper``) lets ``Engine.update_weights`` read that layout."""
     _LOADERS[model_type] = loader
+    if key_to_name is not None:
+        _KEY_LAYOUTS[model_type] = (key_to_name, name_to_key)
 
 
 def supported_model_types() -> list[str]:
@@ -32,3 +43,19 @@ def resolve_loader(config: dict) -> Callable:
         )
     module, function = _LOADERS[model_type].split(":")
     return getattr(importlib.import_module(module), function)
+
+
+def _resolve(spec: str) -> Callable:
+    module, function = spec.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def resolve_key_layout(config: dict) -> tuple[Callable, Callable[[str], str]]:
+    """(key_to_name, name_to_key) of the checkpoint layout named by config.json's ``model_type``."""
+    model_type = config.get("model_type")
+    if model_type not in _KEY_LAYOUTS:
+        raise CheckpointError(
+            f"model_type {model_type!r} in config.json has no registered key layout; known: {', '.join(sorted(_KEY_LAYOUTS))}"
+        )
+    key_to_name, name_to_key = _KEY_LAYOUTS[model_type]
+    return _resolve(key_to_name), (_resolve(name_to_key) if name_to_key else (lambda name: name))

@@ -96,6 +96,24 @@ def iter_shard(shard: WeightShard) -> Iterator[tuple[str, torch.Tensor]]:
         yield key, state.pop(key)
 
 
+def iter_shard_shapes(shard: WeightShard) -> Iterator[tuple[str, torch.Tensor]]:
+    """Like :func:`iter_shard` but yields meta tensors of each tensor's shape (safetensors: the header only, no
+    data read), so a key mapper can be run to check names and shapes before any weight is copied."""
+    if not shard.file.endswith(".safetensors"):
+        for key, tensor in iter_shard(shard):  # memory-mapped where the format allows
+            yield key, torch.empty(tensor.shape, device="meta", dtype=tensor.dtype)
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(shard.file, framework="pt", device="cpu") as f:
+            shapes = [(key, f.get_slice(key).get_shape()) for key in f.keys()]
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types (and OSError)
+        raise _unreadable(shard.file, err) from None
+    for key, shape in shapes:
+        yield key, torch.empty(shape, device="meta")
+
+
 def load_weights(
     module: nn.Module,
     shards: list[WeightShard],
