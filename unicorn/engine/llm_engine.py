@@ -334,8 +334,8 @@ class Engine:
     # ---- running --------------------------------------------------------------------------------
     def step(self) -> list[Request]:
         """Runs one scheduled step; returns the requests that finished in it."""
-        self._check_awake()
         out = self.scheduler.schedule()
+        self._check_awake()  # (after schedule(), which is a no-op while asleep: nothing can be queued then)
         if out.is_empty:
             if self.scheduler.running or self.scheduler.waiting:
                 raise RuntimeError(
