@@ -52,7 +52,7 @@ class BlockManager:
         self.free_blocks: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self.cached_blocks: dict[int, int] = {}  # block hash -> block id
         self.seq_hashes: dict[int, list[int]] = {}  # seq id -> hashes of its full blocks (computed or publishing)
-        self.pending: dict[int, int] = {}  # block id -> seq id: published, computed by this step's forward
+        self.pending: dict[int, list[int]] = {}  # seq id -> blocks it published, computed by this step's forward
         self.num_prefix_hit_tokens = 0
         self.num_prefix_query_tokens = 0
 
@@ -172,10 +172,9 @@ class BlockManager:
 
         Blocks it published but has not computed yet lose their hash: no later request may find them.
         """
+        for block_id in self.pending.pop(seq.seq_id, ()):
+            self._unpublish(block_id)
         for block_id in reversed(seq.block_table):
-            if self.pending.get(block_id) == seq.seq_id:
-                del self.pending[block_id]
-                self._unpublish(block_id)
             self._unref(block_id)
         seq.block_table = []
         seq.num_computed_tokens = 0
@@ -211,17 +210,15 @@ class BlockManager:
         them (every layer stores all rows' K/V before attention)."""
         if not self.enable_prefix_caching:
             return
-        for block_id in self._register_full_blocks(seq, seq.num_computed_tokens + num_new_tokens):
-            self.pending[block_id] = seq.seq_id
+        published = self._register_full_blocks(seq, seq.num_computed_tokens + num_new_tokens)
+        if published:
+            self.pending.setdefault(seq.seq_id, []).extend(published)
 
     def commit_computed(self, seq: Sequence) -> None:
         """After the forward: the sequence's full blocks are computed (registers any not yet published)."""
         if not self.enable_prefix_caching:
             return
-        num_full = seq.num_computed_tokens // self.block_size
-        for block_id in seq.block_table[:num_full]:
-            if self.pending.get(block_id) == seq.seq_id:
-                del self.pending[block_id]
+        self.pending.pop(seq.seq_id, None)  # what it published is now computed
         self._register_full_blocks(seq, seq.num_computed_tokens)
 
     def reset_prefix_cache(self) -> None:
