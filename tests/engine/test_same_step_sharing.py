@@ -43,3 +43,29 @@ def test_a_common_prefix_admitted_in_one_step_is_computed_once(model):
     alone = Engine(model, num_kv_blocks=1024, block_size=BLOCK, enable_prefix_caching=False, seed=0)
     for rid, prompt in zip(request_ids, PROMPTS):
         assert results[rid].token_ids == alone.generate(prompt, GREEDY)[0].token_ids
+
+
+def test_cfg_images_admitted_together_share_the_content_free_prompt(model):
+    from unicorn import ImageGenParams
+
+    prompts = ["a red circle", "a blue square", "a red square", "a blue circle"]
+    params = [ImageGenParams(n=1, cfg_scale=4.0, temperature=0.0, seed=k) for k in range(len(prompts))]
+    engine = Engine(model, num_kv_blocks=512, block_size=4, image_row_fraction=1.0, seed=0)
+    ids = [engine.prompts.image(p) for p in prompts]
+    assert len({len(t) for t in ids}) == 1  # one prompt length: one content-free unconditional prompt
+    request_ids = [engine.submit_image(p, q) for p, q in zip(prompts, params)]
+    requests = list(engine.scheduler.waiting)
+    out = engine.scheduler.schedule()
+    assert len(engine.scheduler.running) == len(prompts)  # all admitted in this one step
+    length = len(ids[0])
+    shared = (length - 1) // 4 * 4
+    uncond_computed = [item.num_new_tokens for item in out.rows if item.seq.is_uncond]
+    assert uncond_computed == [length] + [length - shared] * (len(prompts) - 1)
+    assert [r.rows[1].num_cached_tokens for r in requests] == [0] + [shared] * (len(prompts) - 1)
+    engine.scheduler.update(out, engine.runner.execute(out))
+    results = engine.run()
+
+    alone = Engine(model, num_kv_blocks=512, block_size=4, enable_prefix_caching=False, seed=0)
+    for rid, prompt, q in zip(request_ids, prompts, params):
+        expected = alone.generate_images(prompt, q)[0].image_tokens.tolist()
+        assert results[rid].image_tokens.tolist() == expected

@@ -346,3 +346,39 @@ def test_requests_admitted_together_compute_a_common_prefix_once():
     s.update(out, {r.request_id: [fake_token(r, 0, 0)] for r in out.sampling_requests})
     finished, _ = drive(s)
     assert all(r.rows[0].output_token_ids == [fake_token(r, 0, t) for t in range(3)] for r in reqs)
+
+
+def test_abort_between_schedule_and_update_keeps_the_blocks_a_same_step_row_reads():
+    s = make(num_blocks=16, block_size=4)
+    owner = text_request(list(range(1, 12)), max_tokens=2, seed=1)
+    reader = text_request(list(range(1, 12)) + [50], max_tokens=2, seed=2)
+    s.add_request(owner)
+    s.add_request(reader)
+    out = s.schedule()
+    shared = owner.rows[0].block_table[:2]
+    assert reader.rows[0].block_table[:2] == shared  # attached from the owner, computed by this very step
+    assert s.abort(owner.request_id) is owner and owner.finish_reasons == ["abort"]
+    # The forward still computes the owner's rows: its blocks stay allocated and findable until update().
+    assert owner.rows[0].block_table[:2] == shared and all(s.block_manager.ref_count(b) == 2 for b in shared)
+    s.update(out, {r.request_id: [fake_token(r, 0, 0)] for r in out.sampling_requests})
+    assert owner.rows[0].block_table == [] and all(s.block_manager.ref_count(b) == 1 for b in shared)
+    assert owner.rows[0].num_output_tokens == 0
+    finished, _ = drive(s)
+    assert finished == [reader] and reader.rows[0].output_token_ids == [fake_token(reader, 0, t) for t in range(2)]
+    assert s.block_manager.num_free_blocks == 16
+
+
+def test_prefix_statistics_count_admissions_not_failed_attempts():
+    s = make(num_blocks=5, block_size=4, image_row_fraction=1.0)
+    holder = text_request(list(range(1, 14)), max_tokens=7, seed=1)  # 4 of the 5 blocks now, all 5 at its longest
+    s.add_request(holder)
+    out = s.schedule()
+    s.update(out, {holder.request_id: [5]})
+    waiter = text_request(list(range(1, 5)) + list(range(30, 38)), max_tokens=1, seed=2)  # 1 block shared, 2 new
+    s.add_request(waiter)
+    steps_before = []
+    drive(s, on_step=lambda out: steps_before.append(waiter.status.value))
+    assert steps_before.count("waiting") >= 3  # its admission failed for room on several steps
+    bm = s.block_manager
+    assert bm.num_prefix_query_tokens == 13 + 12
+    assert bm.num_prefix_hit_tokens == waiter.rows[0].num_cached_tokens == 4  # the holder's first block

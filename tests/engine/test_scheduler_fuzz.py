@@ -96,6 +96,11 @@ def run(specs, *, num_blocks, block_size, rng=None, **config):
         out = scheduler.schedule()
         assert not out.is_empty, "no progress"
         check_step(scheduler, requests, out)
+        if rng is not None and rng.random() < 0.03:  # abort between schedule() and update(): the step still runs
+            victim = rng.choice([r for r in requests if not r.is_finished])
+            assert scheduler.abort(victim.request_id) is victim
+            aborted.add(victim.request_id)
+            check_refs(scheduler.block_manager, requests)
         simulate_kv(scheduler.block_manager, cache, out)
         sampled = {r.request_id: [fake_token(r, i, r.rows[0].num_output_tokens) for i in range(r.n)]
                    for r in out.sampling_requests}

@@ -107,7 +107,7 @@ class BlockManager:
         At least the last token is left to compute, so the step that finishes the prompt yields logits.
         """
         assert not seq.block_table and seq.num_computed_tokens == 0
-        self.num_prefix_query_tokens += seq.num_tokens
+        seq.num_cached_tokens = 0
         if not self.enable_prefix_caching:
             return 0
         max_blocks = (seq.num_tokens - 1) // self.block_size
@@ -126,8 +126,13 @@ class BlockManager:
         seq.num_computed_tokens = num_hit
         seq.num_cached_tokens = num_hit
         self.seq_hashes[seq.seq_id] = self._prompt_block_hashes(seq)[: len(hits)]
-        self.num_prefix_hit_tokens += num_hit
         return num_hit
+
+    def count_prefix_hits(self, seq: Sequence) -> None:
+        """Adds an admitted sequence to the prefix statistics: its tokens, and those its attached blocks
+        served. Counted once per admission (an attempt that failed for room is rolled back, not counted)."""
+        self.num_prefix_query_tokens += seq.num_tokens
+        self.num_prefix_hit_tokens += seq.num_cached_tokens
 
     def num_blocks_to_allocate(self, seq: Sequence, num_new_tokens: int) -> int:
         """Blocks that :meth:`allocate_slots` would take for ``num_new_tokens`` more tokens (CoW included)."""

@@ -87,6 +87,11 @@ class Scheduler:
         self.num_preemptions = 0
         self._arrivals = itertools.count()
         self._arrival: dict[int, int] = {}  # request id -> arrival order (ties within a priority)
+        # Requests with rows in the step between schedule() and update(), and those aborted meanwhile, whose
+        # blocks stay allocated until update(): the forward may still run their rows, and rows admitted in the
+        # same step may read blocks they compute.
+        self._in_flight: set[int] = set()
+        self._abort_after_step: list[Request] = []
 
     def _key(self, request: Request) -> tuple[int, int]:
         return request.priority, self._arrival[request.request_id]
@@ -106,12 +111,19 @@ class Scheduler:
 
     def abort(self, request_id: int) -> Request | None:
         """Removes a waiting or running request and frees its blocks; its unfinished samples end with
-        "abort". Returns the request, or None when no unfinished request has that id."""
+        "abort". Returns the request, or None when no unfinished request has that id.
+
+        Safe between :meth:`schedule` and :meth:`update` too: a request with rows in that step keeps its
+        blocks until :meth:`update` (the forward computes its rows, and rows admitted in the same step may
+        read the blocks it computes), which then frees them and samples nothing for it."""
         for queue in (self.waiting, self.running):
             for request in queue:
                 if request.request_id == request_id:
                     queue.remove(request)
-                    self._free_rows(request)
+                    if request.request_id in self._in_flight:
+                        self._abort_after_step.append(request)
+                    else:
+                        self._free_rows(request)
                     if not request.finish_reasons:
                         request.finish_reasons = [None] * request.n
                     request.finish_reasons = [r or "abort" for r in request.finish_reasons]
@@ -180,6 +192,7 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         budget = self.config.max_num_batched_tokens
+        self._release_aborted()  # a step scheduled but never updated: its aborted requests go now
 
         i = 0
         while i < len(self.running) and budget > 0:
@@ -215,6 +228,7 @@ class Scheduler:
         blocks its rows fill in full this step (requests admitted after it in this step may attach them)."""
         for item in plan:
             self.block_manager.publish(item.seq, item.num_new_tokens)
+        self._in_flight.add(request.request_id)
         out.rows.extend(plan)
         out.block_copies.extend(copies)
         if samples:
@@ -266,6 +280,8 @@ class Scheduler:
                     self.waiting.remove(request)
                     request.status = RequestStatus.RUNNING
                     request.num_times_bypassed = 0
+                    for row in self.active_rows(request):
+                        self.block_manager.count_prefix_hits(row)
                     self._insert_sorted(self.running, request)
                     self._emit(out, request, plan, samples, copies)
                     budget -= sum(item.num_new_tokens for item in plan)
@@ -311,7 +327,14 @@ class Scheduler:
                 self.running.remove(request)
                 self._arrival.pop(request.request_id, None)
                 finished.append(request)
+        self._release_aborted()
         return finished
+
+    def _release_aborted(self) -> None:
+        for request in self._abort_after_step:
+            self._free_rows(request)
+        self._abort_after_step.clear()
+        self._in_flight.clear()
 
     def _fork(self, request: Request) -> None:
         templates = list(request.rows)
