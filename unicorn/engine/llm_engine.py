@@ -526,14 +526,6 @@ class Engine:
                                    f"is {self.max_model_len}")
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         requests: list[Request] = []
-
-        def run_until_done() -> None:
-            while not all(r.is_finished for r in requests):
-                self._advance()
-            for r in requests:  # its own outputs only: others' finished outputs stay for step() / run()
-                self._finished.pop(r.request_id, None)
-                self._fresh.discard(r.request_id)
-
         for k, ids in enumerate(targets):
             row = Sequence(prompt_ids + ids, images=images, output_kind="text")
             row.prompt_logprobs, row.max_cached_tokens = 0, len(prompt_ids) - 1  # the candidate's positions run
@@ -542,8 +534,8 @@ class Engine:
             self._enqueue(request)
             requests.append(request)
             if k == 0:  # computes the shared prompt; the others then hit its cached blocks
-                run_until_done()
-        run_until_done()
+                self._run_until([request.request_id], progress=False)
+        self._run_until([r.request_id for r in requests[1:]], progress=False)
         num_prompt = len(prompt_ids)
         return [
             sum(r.rows[0].prompt_logprob_records[p].logprob for p in range(num_prompt, num_prompt + len(ids)))

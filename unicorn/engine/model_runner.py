@@ -144,11 +144,8 @@ class ModelRunner:
         slots: list[tuple[int, int]] = []  # (request_id, sample index) per logits row
         for request in requests:
             params = request.params
-            live = range(request.n) if not request.forked else [
-                i for i in range(request.n) if request.finish_reasons[i] is None
-            ]
             results[request.request_id] = [None] * request.n
-            for i in live:
+            for i in request.live_samples():
                 rows = request.sample_rows(i if request.forked else 0)
                 cond_rows.append(last_index[rows[0].seq_id])
                 batch.temperature.append(params.temperature)
@@ -178,11 +175,8 @@ class ModelRunner:
         for request in requests:
             params = request.params
             seeds = params.seeds
-            live = range(request.n) if not request.forked else [
-                i for i in range(request.n) if request.finish_reasons[i] is None
-            ]
             results[request.request_id] = [None] * request.n
-            for i in live:
+            for i in request.live_samples():
                 rows = request.sample_rows(i if request.forked else 0)
                 scale = float(params.value("cfg_scale", i))
                 cond = last_index[rows[0].seq_id]

@@ -173,6 +173,12 @@ class Request:
         k = self.rows_per_sample
         return self.rows[i * k : (i + 1) * k]
 
+    def live_samples(self) -> list[int]:
+        """Indices of the samples still generating: all ``n`` before the fork, the unfinished ones after it."""
+        if not self.forked:
+            return list(range(self.n))
+        return [i for i in range(self.n) if self.finish_reasons[i] is None]
+
     def max_rows(self) -> int:
         return self.n * self.rows_per_sample
 
