@@ -151,3 +151,77 @@ def test_candidate_strings_are_tokenized_alone_and_teacher_forced(toy):
         assert score == pytest.approx(sum(r.logprob for r in out.prompt_logprobs[len(ids):]), abs=1e-5)
     with pytest.raises(ValueError, match="non-empty"):
         toy.candidate_logprobs(prompt, [""])
+
+
+# ---- JSON schemas -------------------------------------------------------------------------------------
+JUDGE = {"type": "object", "additionalProperties": False, "required": ["analysis", "score"], "properties": {
+    "analysis": {"type": "string", "maxLength": 40}, "score": {"type": "integer", "minimum": 0, "maximum": 10}}}
+PROPOSER = {"type": "object", "additionalProperties": False, "required": ["prompt", "category"], "properties": {
+    "prompt": {"type": "string", "maxLength": 40}, "category": {"enum": ["counting", "color", "position"]}}}
+
+
+def valid_judge(obj):
+    return set(obj) == {"analysis", "score"} and isinstance(obj["analysis"], str) and len(obj["analysis"]) <= 40 \
+        and isinstance(obj["score"], int) and 0 <= obj["score"] <= 10
+
+
+def valid_proposer(obj):
+    return set(obj) == {"prompt", "category"} and isinstance(obj["prompt"], str) and len(obj["prompt"]) <= 40 \
+        and obj["category"] in ("counting", "color", "position")
+
+
+def parses(text):
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize("schema, valid, prompt", [
+    (JUDGE, valid_judge, "Rate this: a red circle above a square"),
+    (PROPOSER, valid_proposer, "Propose a question"),
+])
+def test_json_schema_outputs_always_parse_and_validate(toy, schema, valid, prompt):
+    pytest.importorskip("xgrammar")
+    import json
+
+    assert toy.kernels == "cpu"  # the engine's default sampler on CPU (the C++ op)
+    for seed in (1, 2, 3):
+        params = SamplingParams(n=3, temperature=1.0, max_tokens=160, seed=seed, logprobs=1)
+        free = toy.generate(prompt, params)[0]
+        assert all(parses(s.text) is None for s in free.samples)  # unconstrained, it would not parse
+        schema_arg = schema if seed != 2 else json.dumps(schema)  # a dict or its JSON text
+        out = toy.generate(prompt, SamplingParams(n=3, temperature=1.0, max_tokens=160, seed=seed, logprobs=1,
+                                                  json_schema=schema_arg))[0]
+        for sample in out.samples:
+            assert sample.finish_reason == "stop", sample
+            assert valid(parses(sample.text)), sample.text
+            assert len(sample.logprobs) == len(sample.token_ids)  # logprobs ride along (raw distribution)
+
+
+def test_json_schema_errors_name_the_field_and_the_package(toy, hf, monkeypatch):
+    with pytest.raises(ValueError, match="json_schema"):
+        SamplingParams(json_schema="{not json")
+    out = Engine(hf[1], num_kv_blocks=64).generate([[1, 5]], SamplingParams(json_schema=JUDGE))[0]
+    assert "json_schema" in out.error and "tokenizer" in out.error
+    monkeypatch.setitem(__import__("sys").modules, "xgrammar", None)  # as if not installed
+    out = toy.generate("Rate this:", SamplingParams(json_schema=JUDGE))[0]
+    assert "xgrammar" in out.error and "unicorn-umm[structured]" in out.error
+
+
+def test_json_schema_params_are_hashable_and_missing_eos_or_short_budget_are_reported(toy, monkeypatch):
+    pytest.importorskip("xgrammar")
+    import dataclasses
+    import json
+
+    as_dict, as_text = SamplingParams(json_schema=JUDGE), SamplingParams(json_schema=json.dumps(JUDGE))
+    assert as_dict == as_text and hash(as_dict) == hash(as_text)
+    with pytest.raises(ValueError, match="json_schema"):
+        SamplingParams(json_schema={"type": {1, 2}})  # not writable as JSON
+    short = toy.generate("Rate this:", SamplingParams(max_tokens=3, json_schema=JUDGE, seed=0))[0]
+    assert short.finish_reason == "length" and short.text.startswith('{"') and parses(short.text) is None
+    monkeypatch.setattr(toy, "spec", dataclasses.replace(toy.spec, eos_token_id=None))
+    out = toy.generate("Rate this:", SamplingParams(json_schema=JUDGE))[0]
+    assert "json_schema" in out.error and "eos_token_id" in out.error

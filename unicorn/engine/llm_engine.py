@@ -302,7 +302,7 @@ class Engine:
             row = Sequence(ids, images=images, output_kind="text")
             request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out, priority=priority)
             request.eos_token_ids = () if self.spec.eos_token_id is None else (self.spec.eos_token_id,)
-            attach_text_hooks(request, self.tokenizer)
+            attach_text_hooks(request, self.tokenizer, self.spec.text_vocab_size)
             self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.TEXT, params, str(err))

@@ -155,7 +155,14 @@ class ModelRunner:
                 batch.steps.append(rows[0].num_output_tokens)
                 slots.append((request.request_id, i))
         logits = self.model.text_logits(hidden[cond_rows])
-        tokens = self.sampler(logits, None, None, batch).tolist()
+        by_id = {r.request_id: r for r in requests}
+        constrained = [(k, by_id[rid].grammars, i) for k, (rid, i) in enumerate(slots) if by_id[rid].grammars]
+        if constrained:  # a masked copy: logprobs stay those of the raw distribution
+            from unicorn.engine.structured import mask_logits
+
+            tokens = self.sampler(mask_logits(logits, constrained), None, None, batch).tolist()
+        else:
+            tokens = self.sampler(logits, None, None, batch).tolist()
         self._leave_sample_logprobs(requests, slots, logits, tokens)
         for (request_id, i), token in zip(slots, tokens):
             results[request_id][i] = token

@@ -1,6 +1,7 @@
 """User-facing request parameters. Each validates itself, so bad input fails before any work starts."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 
@@ -34,6 +35,12 @@ class SamplingParams:
     (``TextOutput.prompt_logprobs``; ``0`` gives each token's own logprob only). Both are of the model's raw
     distribution: before temperature, top-k, top-p and any grammar mask (as vLLM's default). A request with
     ``prompt_logprobs`` computes its whole prompt (the prefix cache serves it nothing).
+
+    ``json_schema`` (a dict or its JSON text): every sample is valid compact JSON for the schema; a sample
+    finishes when its JSON is complete (a dict is kept as its JSON text). A sample that reaches ``max_tokens``
+    first ends with ``finish_reason="length"`` and its text is cut: bound strings and arrays (``maxLength``,
+    ``maxItems``) so that the longest valid output fits. Needs a tokenizer, an end-of-text id and xgrammar
+    (``pip install 'unicorn-umm[structured]'``).
     """
 
     n: int = 1
@@ -49,6 +56,7 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     logprobs: int | None = None
     prompt_logprobs: int | None = None
+    json_schema: dict | str | None = None
 
     def __post_init__(self) -> None:
         _check_common("SamplingParams", self.n, self.temperature, self.top_k, self.top_p, self.seed)
@@ -63,6 +71,19 @@ class SamplingParams:
             k = getattr(self, name)
             if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
                 raise ValueError(f"SamplingParams.{name} must be None or an integer >= 0, got {k!r}")
+        if isinstance(self.json_schema, str):
+            try:
+                json.loads(self.json_schema)
+            except ValueError as err:
+                raise ValueError(f"SamplingParams.json_schema is not valid JSON: {err}") from None
+        elif isinstance(self.json_schema, dict):  # kept as its JSON text: params stay hashable
+            try:
+                object.__setattr__(self, "json_schema", json.dumps(self.json_schema))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"SamplingParams.json_schema cannot be written as JSON: {err}") from None
+        elif self.json_schema is not None:
+            raise ValueError(f"SamplingParams.json_schema must be a dict, a JSON string or None, got "
+                             f"{type(self.json_schema).__name__}")
 
 
 _PER_SAMPLE = ("cfg_scale", "temperature", "top_k", "top_p", "seed")

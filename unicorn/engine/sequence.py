@@ -150,6 +150,7 @@ class Request:
     # sample's candidate in pending_logprobs; on_token appends it when the scheduler accepts the token.
     sample_logprobs: list[list[Any]] = field(default_factory=list)
     pending_logprobs: dict[int, Any] = field(default_factory=dict)
+    grammars: Any = None  # SamplingParams.json_schema: structured.SampleGrammars (a matcher per sample)
 
     @property
     def n(self) -> int:

@@ -39,7 +39,20 @@ def _logprobs_hook(request: Request) -> Hook:
     return record
 
 
-def attach_text_hooks(request: Request, tokenizer) -> None:
+def _grammar_hook(request: Request, tokenizer, vocab_size: int) -> Hook:
+    from unicorn.engine.structured import GrammarCompiler, SampleGrammars
+
+    if tokenizer is None:
+        raise RequestError("SamplingParams.json_schema needs a tokenizer, and this checkpoint has none")
+    if not request.eos_token_ids:  # the grammar ends a sample by allowing only its stop token
+        raise RequestError("SamplingParams.json_schema needs an end-of-text id (eos_token_id), and this "
+                           "checkpoint has none")
+    compiler = GrammarCompiler.for_tokenizer(tokenizer, vocab_size, request.eos_token_ids)
+    request.grammars = SampleGrammars(compiler, request.params.json_schema, request.n)
+    return request.grammars.accept
+
+
+def attach_text_hooks(request: Request, tokenizer, vocab_size: int | None = None) -> None:
     """Sets ``request.on_token`` when its params need per-token work, and marks the prompt row for prompt
     logprobs; raises RequestError naming the field when the engine cannot honour one."""
     params = request.params
@@ -52,6 +65,8 @@ def attach_text_hooks(request: Request, tokenizer) -> None:
         hooks.append(_logprobs_hook(request))
     if params.stop:
         hooks.append(_stop_hook(request, tokenizer))
+    if params.json_schema is not None:
+        hooks.append(_grammar_hook(request, tokenizer, vocab_size))
     if not hooks:
         return
 
