@@ -167,7 +167,7 @@ class Engine:
                                     device=self.device)
         self._decoding: dict[int, ImageOutput] = {}  # image outputs waiting for their pixels
         self._to_decode: list[ImageOutput] = []  # finished in this step, handed to the decoder as one batch
-        weakref.finalize(self, self.decoder.close, 0.0)
+        weakref.finalize(self, self.decoder.close)
 
     def close(self) -> None:
         """Stops the image decode worker (images still decoding are lost). Idempotent."""
