@@ -1,5 +1,7 @@
 """The background image decoder: same pixels as inline, the caller's kernels choice in the worker, errors and
 a dead worker come back as errors (never a hang), and no thread keeps the interpreter alive."""
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -79,3 +81,16 @@ def test_a_dead_worker_gives_errors_not_a_hang():
     finally:
         threading.excepthook = old_hook
     assert result.key == "z" and "not running" in result.error
+
+
+def test_a_busy_worker_ends_cleanly_at_exit():
+    # No close(): the exit hook lets the batch finish and stops the thread (no hang, no abort at teardown).
+    script = (
+        "import time, torch\n"
+        "from unicorn.engine.image_decoder import ImageDecoder\n"
+        "d = ImageDecoder(lambda c: time.sleep(2) or c.float(), overlap=True)\n"
+        "d.submit([(0, torch.zeros(1, 4, dtype=torch.long))])\n"
+        "print('exiting')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "exiting" in done.stdout, done.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,12 @@ class DecodeResult:
 
 
 _STOP = object()
+
+
+def _stop_worker(jobs: queue.Queue, thread: threading.Thread, timeout: float = 60.0) -> None:
+    if thread.is_alive():
+        jobs.put(_STOP)
+        thread.join(timeout)
 
 
 class ImageDecoder:
@@ -126,6 +133,9 @@ class ImageDecoder:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name="unicorn-image-decoder", daemon=True)
             self._thread.start()
+            # At exit, let the batch in hand finish and stop the thread before the runtime tears down (a thread
+            # still inside torch then can abort the process). weakref.finalize runs at exit and holds no self.
+            weakref.finalize(self, _stop_worker, self._jobs, self._thread)
 
     def _work(self) -> None:
         if self._num_threads is not None:

@@ -5,12 +5,14 @@ import os
 import random
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 
 import torch
 
 from unicorn.engine.block_manager import BlockManager
 from unicorn.engine.kv_cache import allocate_kv_caches, default_kv_budget, num_blocks_for_budget
+from unicorn.engine.image_decoder import ImageDecoder
 from unicorn.engine.model_runner import ModelRunner
 from unicorn.engine.outputs import ImageOutput, TextOutput, TextSample
 from unicorn.engine.params import ImageGenParams, SamplingParams
@@ -79,6 +81,14 @@ class Engine:
         kernels: "auto" (Triton kernels on CUDA, the C++ decode-attention kernel on CPU), "triton", "cpu" or
             "torch" (the plain references); "triton" on CPU tensors needs TRITON_INTERPRET=1.
         seed: seeds requests that do not give their own seed.
+        overlap_decode: VQ-decode finished images on a worker thread (a CUDA side stream on a GPU) while
+            tokens keep coming; False decodes inside the step loop. The images finished in one step are decoded
+            as one batch either way, so outputs are identical. An image output comes from :meth:`step` once its
+            pixels exist (``ImageGenParams(decode=False)`` skips decoding: codes only).
+        decode_threads: torch threads of the decode worker (None: torch's default).
+
+    Call :meth:`close` (or use the engine as a context manager) to stop the decode worker; it is a daemon
+    thread, also stopped when the engine is collected or at exit.
     """
 
     def __init__(
@@ -100,6 +110,8 @@ class Engine:
         kernels: str = "auto",
         kv_cache_dtype: str = "auto",
         seed: int = 0,
+        overlap_decode: bool = True,
+        decode_threads: int | None = None,
         model=None,
         tokenizer=None,
     ) -> None:
@@ -153,6 +165,23 @@ class Engine:
         self.stats = EngineStats()
         self._sleep_level = 0  # 0 awake; 1 or 2 as in sleep()
         self._weights_dir = model_path if model is None else None  # what wake_up() reloads after sleep(level=2)
+        if not isinstance(overlap_decode, bool):
+            raise ValueError(f"overlap_decode must be True or False, got {overlap_decode!r}")
+        self.decoder = ImageDecoder(self.runner.decode_images, overlap=overlap_decode, num_threads=decode_threads,
+                                    device=self.device)
+        self._decoding: dict[int, ImageOutput] = {}  # image outputs waiting for their pixels
+        self._to_decode: list[ImageOutput] = []  # finished in this step, handed to the decoder as one batch
+        weakref.finalize(self, self.decoder.close)
+
+    def close(self) -> None:
+        """Stops the image decode worker (images still decoding are lost). Idempotent."""
+        self.decoder.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---- weights between rounds: update_weights, sleep, wake_up ---------------------------------------------
     def update_weights(self, weights) -> None:
@@ -263,6 +292,8 @@ class Engine:
                 f"{action} needs an idle engine: {len(self.scheduler.running)} running and "
                 f"{len(self.scheduler.waiting)} waiting requests (run them to completion or abort them first)"
             )
+        # Images still decoding read the codec's weights: let them finish (their outputs wait for step()).
+        self._collect_decoded(block=True)
 
     def _drop_weight_dependent_caches(self) -> None:
         self.block_manager.reset_prefix_cache()
@@ -365,7 +396,7 @@ class Engine:
 
     def has_unfinished(self) -> bool:
         """Whether a request is queued or running, or an output is waiting to be returned by :meth:`step`."""
-        return self.scheduler.has_unfinished() or bool(self._finished)
+        return self.scheduler.has_unfinished() or bool(self._finished) or self.decoder.num_pending > 0
 
     def abort(self, request_id: int) -> TextOutput | ImageOutput | None:
         """Stops a queued or running request now and frees its KV blocks.
@@ -393,6 +424,7 @@ class Engine:
                     f"scheduler made no progress with {len(self.scheduler.running)} running and "
                     f"{len(self.scheduler.waiting)} waiting requests"
                 )
+            self._collect_decoded(block=True)  # nothing else to do: wait for the images in decoding
             return
         sampled = self.runner.execute(out)
         finished = self.scheduler.update(out, sampled)
@@ -401,6 +433,7 @@ class Engine:
             self.runner.release_images(request)
             self._finished[request.request_id] = self._output(request)
             del self._pending[request.request_id]
+        self._decode_finished()
         self.stats.num_steps += 1
         self.stats.num_batched_tokens += out.num_batched_tokens
         self.stats.num_preemptions = self.scheduler.num_preemptions
@@ -485,14 +518,28 @@ class Engine:
         codes = torch.tensor([_sample_tokens(request, i) for i in range(request.n)], dtype=torch.long)
         out = ImageOutput(request.request_id, prompt_ids, [], codes, num_cached_tokens=request.rows[0].num_cached_tokens,
                           finished=True, finish_reasons=list(reasons))
-        if "abort" not in reasons:
-            out.pixel_values, out.images = self._decode(codes)
+        if "abort" not in reasons and request.params.decode:
+            self._to_decode.append(out)  # pixels come from the decoder (see _decode_finished)
         return out
 
-    def _decode(self, codes: torch.Tensor) -> tuple[torch.Tensor, list]:
-        """Codes [n, num_image_tokens] -> (pixels [n, 3, H, W] in the decoder's range, PIL images)."""
-        pixels = self.runner.decode_images(codes)
-        return pixels, self.model.postprocess(pixels)
+    def _decode_finished(self) -> None:
+        """Hands this step's finished images to the decoder as one batch; their outputs wait in ``_decoding``
+        until the pixels exist (at once with ``overlap_decode=False``)."""
+        jobs = [(out.request_id, out.image_tokens) for out in self._to_decode]
+        for out in self._to_decode:
+            self._decoding[out.request_id] = self._finished.pop(out.request_id)
+        self._to_decode.clear()
+        self.decoder.submit(jobs)
+        self._collect_decoded(block=False)
+
+    def _collect_decoded(self, block: bool) -> None:
+        for result in self.decoder.wait() if block else self.decoder.poll():
+            out = self._decoding.pop(result.key)
+            if result.error is not None:
+                out.error = result.error
+            else:
+                out.pixel_values, out.images = result.pixels, self.model.postprocess(result.pixels)
+            self._finished[out.request_id] = out
 
 
     # ---- candidate strings (text helper) -------------------------------------------------------------
