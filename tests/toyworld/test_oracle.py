@@ -4,10 +4,12 @@ import random
 import numpy as np
 import pytest
 
-from unicorn.toyworld import CATEGORIES, judge, make_questions, render_array, sample_scene
+from unicorn.toyworld import CATEGORIES, make_questions
 from unicorn.toyworld.corrupt import KEY_MUTATIONS, add_noise, blur, colour_drift, degrade, mutate, shift
-from unicorn.toyworld.oracle import ALL_OR_NOTHING, RUBRICS
+from unicorn.toyworld.oracle import ALL_OR_NOTHING, RUBRICS, judge
 from unicorn.toyworld.questions import grade_answer
+from unicorn.toyworld.render import render_array
+from unicorn.toyworld.sampler import sample_scene
 
 NUM_SCENES = 50
 KEY_CRITERION = {"colour": "colours", "shape": "shapes", "count": "count", "relation": "relations", "text": "spelling",

@@ -7,8 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from unicorn.toyworld import CATEGORIES, Scene, make_prompt, render, render_array, sample_scene
+from unicorn.toyworld import CATEGORIES, Scene, make_prompt
 from unicorn.toyworld.font import GLYPHS, read_text, text_mask
+from unicorn.toyworld.render import render, render_array
+from unicorn.toyworld.sampler import sample_scene
 from unicorn.toyworld.scene import BACKGROUND_COLOURS, OBJECT_COLOURS
 
 # sha256 over the raw RGB bytes (not PNG files: zlib builds differ) of one scene per category at 64 and 96 px.

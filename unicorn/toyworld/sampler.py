@@ -6,14 +6,13 @@ import string
 
 from .scene import (
     CATEGORIES, HORIZON, KNOWLEDGE, OBJECT_COLOURS, PLAIN_BACKGROUNDS, SHAPES, SIZE_FRACTION, SIZES,
-    STYLES, TEXT_BANDS, TWO_TONE_SCENES, Background, Relation, Scene, ShapeSpec, TextSpec,
+    STYLES, TEXT_BANDS, TWO_TONE_SCENES, WORDS, Background, Relation, Scene, ShapeSpec, TextSpec,
 )
 
 GRID = 3  # positions sit on a coarse GRID x GRID lattice of cells, jittered a little
 CELL_CENTRES = tuple((i + 0.5) / GRID for i in range(GRID))
 JITTER = 0.03
 GAP = 0.05  # minimum empty space between two objects' bounding boxes, as a fraction of the image
-WORDS = ("CAT", "DOG", "SUN", "SKY", "BOX", "TOY", "RUN", "ZIP", "HI", "OK", "GO", "UP", "NO", "YES", "MAP", "JAM")
 
 
 def sample_scene(category: str, rng: random.Random) -> Scene:

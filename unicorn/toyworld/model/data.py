@@ -24,14 +24,14 @@ from PIL import Image
 
 from unicorn.cpr.schema import CaptionRecord, ImageRef, JudgementRecord, T2IRecord, write_dataset
 from unicorn.toyworld import corrupt
-from unicorn.toyworld.oracle import RUBRICS, OracleReport, judge
+from unicorn.toyworld.oracle import OracleReport, judge
 from unicorn.toyworld.prompts import make_prompt
 from unicorn.toyworld.questions import Question, make_questions
 from unicorn.toyworld.render import render_array
+from unicorn.toyworld.roles import propose_instruction, question_text, reasoning_vocabulary, rubric_reasoning
 from unicorn.toyworld.sampler import sample_scene
 from unicorn.toyworld.scene import CATEGORIES, PLAIN_BACKGROUNDS, Scene
 
-PROPOSE_INSTRUCTION = "Propose a new text-to-image prompt in the category '{category}'."
 BLANK_IMAGE = "images/blank.png"
 VARIANTS = ("clean", "degraded", "wrong", "wrong_degraded", "other", "vq", "vq_wrong", "blank")
 VARIANT_WEIGHTS = (2, 2, 4, 2, 2, 2, 2, 2)
@@ -49,23 +49,9 @@ class WorldDataConfig:
     seed: int = 0
 
 
-def question_text(q: Question) -> str:
-    """The question as asked of the model: multiple choice lists its options."""
-    if q.type == "mc":
-        return f"{q.question} Options: {', '.join(q.options)}."
-    if q.type == "yesno":
-        return f"{q.question} Answer yes or no."
-    return q.question
-
-
 def judge_reasoning(report: OracleReport) -> str:
-    """Short reasoning over the category's rubric, criterion by criterion (the target before ``Score: N``)."""
-    parts = []
-    for name, weight in RUBRICS[report.category].items():
-        got = report.points.get(name, 0.0)
-        verdict = "right" if got >= weight - 1e-6 else "wrong" if got <= 1e-6 else "partly right"
-        parts.append(f"{name} {verdict}")
-    return ", ".join(parts) + "."
+    """The oracle's report in the judge's words (roles.rubric_reasoning), the target before ``Score: N``."""
+    return rubric_reasoning(report.category, report.points)
 
 
 def judgement_record(rid: str, item: "Item", image: ImageRef, report: OracleReport, seed: int,
@@ -203,7 +189,7 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
             if propose:
                 records.append(CaptionRecord(
                     id=f"{rid}-prop", category=category, prompt=item.prompt, image=ImageRef(path=BLANK_IMAGE),
-                    instruction=PROPOSE_INSTRUCTION.format(category=category), seed=cfg.seed,
+                    instruction=propose_instruction(category), seed=cfg.seed,
                     provenance={"source": "toyworld", "key": item.key, "role": "proposer"}))
             if target is not None:
                 records.append(T2IRecord(id=f"{rid}-t2i", category=category, prompt=item.prompt, seed=cfg.seed,
@@ -224,10 +210,10 @@ def corpus_texts(cfg: WorldDataConfig, split: str = "train") -> list[str]:
     """The text the tokenizer is trained on: prompts, questions, answers, reasoning words, per scene."""
     texts = []
     for category in CATEGORIES:
-        texts.append(PROPOSE_INSTRUCTION.format(category=category))
+        texts.append(propose_instruction(category))
         for index in range(cfg.scenes_per_category):
             item = make_item(category, index, cfg.seed, split, cfg.image_size)
             texts.append(item.prompt)
             texts += [question_text(q) + " " + q.answer for q in item.questions]
-        texts.append(" ".join(f"{name} right, {name} wrong, {name} partly right." for name in RUBRICS[category]))
+        texts.append(reasoning_vocabulary(category))
     return texts

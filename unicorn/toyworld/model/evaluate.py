@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from unicorn.toyworld.model.data import VARIANTS, make_item, question_text, variant_image, vq_roundtrip
+from unicorn.toyworld.model.data import VARIANTS, make_item, variant_image, vq_roundtrip
 from unicorn.toyworld.oracle import judge
 from unicorn.toyworld.questions import Question, grade_answer
+from unicorn.toyworld.roles import question_text
 from unicorn.toyworld.scene import CATEGORIES
 from unicorn.training import formats
 
