@@ -4,8 +4,7 @@ Per scene (all deterministic from ``"{seed}:{split}:{category}:{index}"``):
     caption     clean render -> its prompt                                   (kind caption, default instruction)
     questions   an image -> the oracle's answer to a UniCycle question        (kind caption, instruction = question)
     judgement   prompt + an image -> rubric reasoning + ``Score: N``          (kind judgement, oracle report)
-    proposing   a blank image + "propose a prompt in category X" -> prompt    (kind caption: the schema has no
-                text-only record, so a fixed blank image stands for "no image")
+    proposing   "propose a prompt in category X" -> prompt                     (kind text: no image)
     t2i         prompt -> VQ codes of the render (a quarter degraded); the trainer drops some prompts for CFG
 
 Judged and questioned images are varied so that answers depend on the pixels: the clean render, generator-like
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unicorn.cpr.schema import CaptionRecord, ImageRef, JudgementRecord, T2IRecord, write_dataset
+from unicorn.cpr.schema import CaptionRecord, ImageRef, JudgementRecord, T2IRecord, TextRecord, write_dataset
 from unicorn.toyworld import corrupt
 from unicorn.toyworld.oracle import OracleReport, judge
 from unicorn.toyworld.prompts import make_prompt
@@ -32,7 +31,6 @@ from unicorn.toyworld.roles import propose_instruction, question_text, reasoning
 from unicorn.toyworld.sampler import sample_scene
 from unicorn.toyworld.scene import CATEGORIES, PLAIN_BACKGROUNDS, Scene
 
-BLANK_IMAGE = "images/blank.png"
 VARIANTS = ("clean", "degraded", "wrong", "wrong_degraded", "other", "vq", "vq_wrong", "blank")
 VARIANT_WEIGHTS = (2, 2, 4, 2, 2, 2, 2, 2)
 
@@ -147,8 +145,6 @@ class ImageWriter:
 def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "train", log=print) -> dict:
     """Writes the CPR data set to ``out_dir``; returns the manifest counts and the text corpus size."""
     write = ImageWriter(out_dir)
-    blank = np.full((cfg.image_size, cfg.image_size, 3), 128, np.uint8)
-    write("blank", blank)
     records = []
     for category in CATEGORIES:
         scenes = []  # (index, item, rng, [(variant, rgb)], propose?, t2i target or None)
@@ -187,10 +183,9 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
                 for q in asked[: 1 + (j == 0)]:
                     records.append(question_record(f"{rid}-q{j}{q.id}", item, q, ref, report, cfg.seed, provenance))
             if propose:
-                records.append(CaptionRecord(
-                    id=f"{rid}-prop", category=category, prompt=item.prompt, image=ImageRef(path=BLANK_IMAGE),
-                    instruction=propose_instruction(category), seed=cfg.seed,
-                    provenance={"source": "toyworld", "key": item.key, "role": "proposer"}))
+                records.append(TextRecord(
+                    id=f"{rid}-prop", category=category, prompt=item.prompt, instruction=propose_instruction(category),
+                    response=item.prompt, seed=cfg.seed, provenance={"source": "toyworld", "key": item.key, "role": "proposer"}))
             if target is not None:
                 records.append(T2IRecord(id=f"{rid}-t2i", category=category, prompt=item.prompt, seed=cfg.seed,
                                          image=ImageRef(vq_codes=tuple(codes[i])),
