@@ -1,6 +1,7 @@
 """Oracle-labelled pretraining data for the toy-world Janus, written as a CPR data set (unicorn/cpr/schema.py).
 
-Per scene (all deterministic from ``"{seed}:{split}:{category}:{index}"``):
+Per scene (all deterministic from ``"{seed}:{split}:{category}:{index}"``; pretraining uses split ``train``, the
+evaluation ``val`` or ``test``, whose prompt combinations no train scene contains: toyworld/splits.py):
     caption     clean render -> its prompt                                   (kind caption, default instruction)
     questions   an image -> the oracle's answer to a UniCycle question        (kind caption, instruction = question)
     judgement   prompt + an image -> rubric reasoning + ``Score: N``          (kind judgement, oracle report)
@@ -71,6 +72,7 @@ class Item:
     """One scene with its prompt, questions and clean render."""
     key: str
     category: str
+    split: str
     scene: Scene
     prompt: str
     questions: list[Question]
@@ -78,11 +80,12 @@ class Item:
 
 
 def make_item(category: str, index: int, seed: int, split: str, size: int = 64) -> Item:
+    """Scene ``index`` of a category in one split (train | val | test)."""
     key = f"{seed}:{split}:{category}:{index}"
     rng = random.Random(key)
-    scene = sample_scene(category, rng)
+    scene = sample_scene(category, rng, split)
     prompt = make_prompt(scene, rng)
-    return Item(key, category, scene, prompt, make_questions(scene, rng), render_array(scene, size))
+    return Item(key, category, split, scene, prompt, make_questions(scene, rng), render_array(scene, size))
 
 
 def vq_roundtrip(vq, rgbs: list[np.ndarray], batch_size: int = 32) -> tuple[list[np.ndarray], list[list[int]]]:
@@ -124,7 +127,7 @@ def variant_image(item: Item, variant: str, rng: random.Random, nrng: np.random.
             return corrupt.degrade(wrong, nrng, strength=rng.uniform(0.5, 1.5))
         return wrong
     if variant == "other":
-        return render_array(sample_scene(item.category, rng), size)
+        return render_array(sample_scene(item.category, rng, item.split), size)
     if variant == "blank":
         colour = Image.new("RGB", (1, 1), rng.choice(PLAIN_BACKGROUNDS)).getpixel((0, 0))
         return np.broadcast_to(np.array(colour, np.uint8), (size, size, 3)).copy()
