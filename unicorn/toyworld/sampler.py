@@ -9,18 +9,16 @@ from __future__ import annotations
 import random
 import string
 
-from .splits import INSIDE_OUTER, SPLITS, TOUCHING_SHAPES, in_split, scene_split
 from .scene import (
     CATEGORIES, HORIZON, KNOWLEDGE, OBJECT_COLOURS, PLAIN_BACKGROUNDS, SHAPES, SIZE_FRACTION, SIZES,
     STYLES, TEXT_BANDS, TWO_TONE_SCENES, WORDS, Background, Relation, Scene, ShapeSpec, TextSpec,
 )
+from .splits import INSIDE_OUTER, SPLITS, TOUCHING_SHAPES, in_split, scene_split
 
 GRID = 3  # positions sit on a coarse GRID x GRID lattice of cells, jittered a little
 CELL_CENTRES = tuple((i + 0.5) / GRID for i in range(GRID))
 JITTER = 0.03
 GAP = 0.05  # minimum empty space between two objects' bounding boxes, as a fraction of the image
-
-
 MAX_TRIES = 1000
 
 
