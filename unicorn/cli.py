@@ -24,8 +24,9 @@ def cmd_demo(args) -> None:
     import random
 
     from unicorn.engine.params import ImageGenParams, SamplingParams
-    from unicorn.toyworld import judge as oracle_judge
-    from unicorn.toyworld import make_prompt, sample_scene
+    from unicorn.toyworld import make_prompt
+    from unicorn.toyworld.oracle import judge as oracle_judge
+    from unicorn.toyworld.sampler import sample_scene
     from unicorn.toyworld.model.evaluate import EvalConfig, judge_request
 
     out_dir = Path(args.out)

@@ -61,7 +61,7 @@ def test_shipped_judge_looks_at_the_image(engine):
     from unicorn.toyworld.model.data import make_item
     from unicorn.toyworld.scene import CATEGORIES
 
-    items = [make_item(c, 0, 0, "heldout") for c in CATEGORIES]
+    items = [make_item(c, 0, 0, "val") for c in CATEGORIES]
     blank = PIL.Image.new("RGB", (64, 64), "white")
     requests = [judge_request(it.prompt, im) for it in items for im in (PIL.Image.fromarray(it.rgb), blank)]
     scores = [parse_score(o.text) for o in engine.generate(requests, SamplingParams(max_tokens=48, temperature=0.0))]
@@ -76,7 +76,7 @@ def test_shipped_vq_codec_keeps_what_the_oracle_checks(engine):
     from unicorn.toyworld.model.evaluate import codec_ceiling
     from unicorn.toyworld.scene import CATEGORIES
 
-    items = [make_item(c, i, 0, "heldout") for c in CATEGORIES for i in range(3)]
+    items = [make_item(c, i, 0, "val") for c in CATEGORIES for i in range(3)]
     codec = codec_ceiling(engine.model.vqmodel, items)
     assert codec["mean_score"] >= VQ_ROUNDTRIP_FLOOR, codec
 

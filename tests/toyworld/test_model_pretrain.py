@@ -43,7 +43,10 @@ def test_quick_pretrain_is_deterministic_and_reuses_its_vq_stage(tmp_path, capsy
     assert read_manifest(str(both)).num_records == read_manifest(str(base)).num_records + len(CATEGORIES) * 2 * 2
     drawn = [r for r in read_records(str(both)) if r.provenance.get("variant") == "self_drawn"]
     assert {r.kind for r in drawn} == {"judgement", "caption"}
-    assert all((both / r.image.path).is_file() for r in read_records(str(both)) if r.image.path)
+    assert all((both / ref.path).is_file() for r in read_records(str(both)) for ref in r.images().values() if ref.path)
+    # proposing is a text-only record (schema version 2), with no placeholder image
+    proposing = [r for r in read_records(str(base)) if r.provenance.get("role") == "proposer"]
+    assert proposing and {r.kind for r in proposing} == {"text"} and not (base / "images" / "blank.png").exists()
     assert capsys.readouterr().out.count("vq: reusing") == 1
     # the key pins the codec and training code: a stage from edited code is not loaded
     from unicorn.toyworld.pretrain import TEXT, VQ, load_vq_stage

@@ -5,8 +5,10 @@ import random
 import numpy as np
 from PIL import Image
 
-from unicorn.toyworld import CATEGORIES, Question, generate, load, make_example, make_questions, sample_scene
+from unicorn.toyworld import CATEGORIES, Question, make_questions
+from unicorn.toyworld.dataset import generate, load, make_example
 from unicorn.toyworld.questions import QUESTION_TYPES, grade_answer
+from unicorn.toyworld.sampler import sample_scene
 
 
 def test_questions_follow_the_schema():

@@ -7,12 +7,15 @@ import random
 import numpy as np
 import pytest
 
-from unicorn.toyworld import CATEGORIES, Scene, make_prompt, render, render_array, sample_scene
+from unicorn.toyworld import CATEGORIES, Scene, make_prompt
 from unicorn.toyworld.font import GLYPHS, read_text, text_mask
+from unicorn.toyworld.render import render, render_array
+from unicorn.toyworld.sampler import sample_scene
 from unicorn.toyworld.scene import BACKGROUND_COLOURS, OBJECT_COLOURS
 
 # sha256 over the raw RGB bytes (not PNG files: zlib builds differ) of one scene per category at 64 and 96 px.
-RENDER_HASH = "655fe201f3d4e21f3d9e86199adc3e7acd64cf1b4ed721334592d7b9bb85f48f"
+# (Re-pinned when the samplers learned splits, toyworld-v2: other scenes for the same seeds; the renderer is unchanged.)
+RENDER_HASH = "4350622935734d712fc2834e16996dc5f315a775981ed0d160fa1e508eee0f3f"
 
 
 def test_render_bytes_are_pinned():

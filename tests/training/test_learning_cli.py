@@ -7,7 +7,7 @@ from unicorn.training.trainer import Trainer
 
 
 def test_loss_per_kind_drops(tiny_model, tmp_path):
-    """A real learning test: 8 coloured shapes x 4 kinds (structured VQ codes for the image targets), 120 steps;
+    """A real learning test: 8 coloured shapes x 5 kinds (structured VQ codes for the image targets), 120 steps;
     every kind's loss ends below half its start."""
     from unicorn.training.synthetic import write_synthetic_cpr
 
@@ -23,7 +23,7 @@ def test_loss_per_kind_drops(tiny_model, tmp_path):
             first.setdefault(k, v)
     for row in trainer.history[-10:]:
         last.update(row["loss_per_kind"])
-    assert set(first) == {"t2i", "caption", "judgement", "reflection"}
+    assert set(first) == {"t2i", "caption", "judgement", "reflection", "text"}
     for k in first:
         assert last[k] < 0.5 * first[k], (k, first[k], last[k])
 

@@ -1,6 +1,8 @@
 """Cognitive Pattern Reconstruction (method.md §3): the training-sample records shared by self-play and training."""
 from unicorn.cpr.schema import (
     KINDS,
+    COLUMNS,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     CaptionRecord,
     CPRRecord,
@@ -10,6 +12,7 @@ from unicorn.cpr.schema import (
     RecordError,
     ReflectionRecord,
     T2IRecord,
+    TextRecord,
     read_manifest,
     read_records,
     record_from_dict,
@@ -17,6 +20,7 @@ from unicorn.cpr.schema import (
 )
 
 __all__ = [
-    "KINDS", "SCHEMA_VERSION", "CaptionRecord", "CPRRecord", "ImageRef", "JudgementRecord", "Manifest", "RecordError",
-    "ReflectionRecord", "T2IRecord", "read_manifest", "read_records", "record_from_dict", "write_dataset",
+    "COLUMNS", "KINDS", "READABLE_VERSIONS", "SCHEMA_VERSION", "CaptionRecord", "CPRRecord", "ImageRef",
+    "JudgementRecord", "Manifest", "RecordError", "ReflectionRecord", "T2IRecord", "TextRecord", "read_manifest",
+    "read_records", "record_from_dict", "write_dataset",
 ]

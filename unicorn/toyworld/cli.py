@@ -1,7 +1,7 @@
 """``unicorn toyworld pretrain`` and ``unicorn toyworld eval``: build and measure the toy-world Janus.
 
     unicorn toyworld pretrain --out DIR --seed 0 [--quick] [--self-drawn-steps N]
-    unicorn toyworld eval [--model DIR] [--out report.json] [--scenes 12] [--prompts 8] [--samples 4]
+    unicorn toyworld eval [--model DIR] [--out report.json] [--split val|test] [--scenes 12] [--prompts 8] [--samples 4]
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="judge / understanding / generation quality, measured by the oracle")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the shipped toy-world model)")
     p.add_argument("--out", default=None, help="JSON report path (default: ./toyworld-eval.json)")
+    p.add_argument("--split", choices=("val", "test"), default="val",
+                   help="held-out split (toyworld/splits.py): val for choosing, test for the numbers you report")
     p.add_argument("--scenes", type=int, default=12, help="held-out scenes per category for judging and questions")
     p.add_argument("--prompts", type=int, default=8, help="held-out prompts per category to draw")
     p.add_argument("--samples", type=int, default=4, help="drawings per prompt (best-of-n, the judge's pick)")
@@ -93,7 +95,7 @@ def cmd_eval(args) -> dict:
                      samples_per_prompt=args.samples,
                      cfg_scale=EvalConfig.cfg_scale if args.cfg_scale is None else args.cfg_scale,
                      temperature=EvalConfig.temperature if args.temperature is None else args.temperature,
-                     seed=args.seed)
+                     seed=args.seed, split=args.split)
     report = {"model": model, **evaluate(engine, cfg, vq=engine.model.vqmodel)}
     print(format_report(report))
     out = args.out or "toyworld-eval.json"
@@ -106,7 +108,7 @@ def cmd_eval(args) -> dict:
 def format_report(r: dict) -> str:
     j, u, g = r["judge"], r["understanding"], r["generation"]
     lines = [
-        f"judge: Spearman {j['spearman']:.3f} vs the oracle on {j['n']} held-out images "
+        f"judge: Spearman {j['spearman']:.3f} vs the oracle on {j['n']} held-out ({r.get('config', {}).get('split', '?')}) images "
         f"(parse rate {j['parse_rate']:.2f}, mean |error| {j['mean_abs_error']}); on its own drawings: "
         f"{r['judge_on_own_drawings']['spearman']:.3f}",
         f"understanding: accuracy {u['accuracy']:.3f} on {u['n']} questions "

@@ -36,14 +36,15 @@ class Example:
         return asdict(self)
 
 
-def make_example(category: str, index: int, seed: int = 0, image_size: int = DEFAULT_SIZE) -> tuple[Example, Image.Image]:
-    """Example `index` of a category under a global seed, and its rendered image."""
-    example_seed = f"{seed}:{category}:{index}"
+def make_example(category: str, index: int, seed: int = 0, image_size: int = DEFAULT_SIZE,
+                 split: str = "train") -> tuple[Example, Image.Image]:
+    """Example `index` of a category in one split (splits.py) under a global seed, and its rendered image."""
+    example_seed = f"{seed}:{split}:{category}:{index}"
     rng = random.Random(example_seed)
-    scene = sample_scene(category, rng)
+    scene = sample_scene(category, rng, split)
     prompt = make_prompt(scene, rng)
     questions = make_questions(scene, rng)
-    example_id = f"{category}-{seed}-{index:06d}"
+    example_id = f"{category}-{split}-{seed}-{index:06d}"
     plain = json.loads(json.dumps({"scene": scene.to_dict(), "questions": [q.to_dict() for q in questions]}))  # tuples -> lists
     example = Example(example_id, category, example_seed, prompt, plain["scene"], plain["questions"],
                       f"images/{example_id}.png", image_size)
@@ -51,7 +52,7 @@ def make_example(category: str, index: int, seed: int = 0, image_size: int = DEF
 
 
 def generate(out_dir: str | os.PathLike, num_per_category: int, seed: int = 0, image_size: int = DEFAULT_SIZE,
-             categories: tuple[str, ...] = CATEGORIES) -> Path:
+             categories: tuple[str, ...] = CATEGORIES, split: str = "train") -> Path:
     """Write out_dir/examples.jsonl and out_dir/images/*.png; returns the JSONL path."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -59,7 +60,7 @@ def generate(out_dir: str | os.PathLike, num_per_category: int, seed: int = 0, i
     lines = []
     for category in categories:
         for index in range(num_per_category):
-            example, image = make_example(category, index, seed, image_size)
+            example, image = make_example(category, index, seed, image_size, split)
             _atomic_write(out / example.image, lambda f, image=image: image.save(f, format="PNG"))
             lines.append(json.dumps(example.to_dict(), sort_keys=True))
     _atomic_write(jsonl, lambda f: f.write("".join(line + "\n" for line in lines).encode()))

@@ -2,7 +2,7 @@
 
 `judge(scene, image)` segments the image (segment.py), reads any text (font.py), matches the
 detected blobs to the objects the prompt asks for, checks every criterion, and scores it 0-10 with
-the category's rubric (method.md section 2, the split of 10 points below). It also answers the
+the category's rubric (rubrics.py; method.md section 2). It also answers the
 UniCycle questions of questions.py from the pixels, so a model's answers can be graded exactly.
 """
 from __future__ import annotations
@@ -14,22 +14,11 @@ import numpy as np
 
 from .font import read_text
 from .questions import Question
-from .render import TEXT_BAND_CENTRE, horizon_row
-from .scene import HORIZON, TWO_TONE_SCENES, Scene, ShapeSpec
+from .render import horizon_row
+from .rubrics import RUBRICS
+from .scene import HORIZON, TEXT_BAND_CENTRE, TWO_TONE_SCENES, Scene, ShapeSpec
 from .segment import PALETTE, PALETTE_NAMES, Analysis, Blob, analyse, dilate, fill_holes, mixture_mask
 
-RUBRICS: dict[str, dict[str, int]] = {
-    "attribute": {"colours": 4, "shapes": 3, "sizes": 1, "quality": 2},
-    "counting": {"count": 5, "objects": 3, "quality": 2},
-    "spatial": {"relations": 5, "objects": 3, "quality": 2},
-    "interaction": {"relations": 5, "objects": 3, "quality": 2},
-    "text": {"spelling": 5, "placement": 2, "rest": 3},
-    "style": {"style": 4, "objects": 4, "quality": 2},
-    "scene": {"background": 4, "objects": 2, "regions": 2, "quality": 2},
-    "knowledge": {"implied": 5, "objects": 3, "quality": 2},
-    "imagination": {"negation": 5, "objects": 3, "quality": 2},
-}
-assert all(sum(r.values()) == 10 for r in RUBRICS.values())
 # Criteria over several objects score only when all are right: an image with one of two relations
 # wrong must not pass the acceptance bar (>= 8). The report keeps the fractions.
 ALL_OR_NOTHING = frozenset({"colours", "shapes", "sizes", "objects", "relations", "style", "regions", "implied"})

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import random
 
-from .render import TEXT_BAND_CENTRE
-from .sampler import WORDS
-from .scene import KNOWLEDGE, TWO_TONE_SCENES, Scene, ShapeSpec
+from .scene import KNOWLEDGE, TEXT_BAND_CENTRE, TWO_TONE_SCENES, WORDS, Scene, ShapeSpec
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below",

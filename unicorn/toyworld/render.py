@@ -13,12 +13,11 @@ import numpy as np
 from PIL import Image
 
 from .font import text_mask, text_scale
-from .scene import BACKGROUND_COLOURS, HORIZON, OBJECT_COLOURS, SIZE_FRACTION, Scene
+from .scene import BACKGROUND_COLOURS, HORIZON, OBJECT_COLOURS, SIZE_FRACTION, TEXT_BAND_CENTRE, Scene
 
 DEFAULT_SIZE = 64
 _INV_SQRT2 = 1 / math.sqrt(2)
 _TWO_OVER_SQRT5 = 2 / math.sqrt(5)
-TEXT_BAND_CENTRE = {"top": 1 / 6, "middle": 1 / 2, "bottom": 5 / 6}
 
 
 def outline_width(image_size: int) -> int:

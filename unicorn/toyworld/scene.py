@@ -39,6 +39,9 @@ TWO_TONE_SCENES = {"day": ("sky blue", "sand"), "night": ("navy", "charcoal")}  
 HORIZON = 0.6  # fraction of the height where the sky ends and the ground begins
 
 TEXT_BANDS = ("top", "middle", "bottom")
+TEXT_BAND_CENTRE = {"top": 1 / 6, "middle": 1 / 2, "bottom": 5 / 6}  # fraction of the height
+# Text prompts write real words half the time ("the word 'CAT'"), random letters otherwise.
+WORDS = ("CAT", "DOG", "SUN", "SKY", "BOX", "TOY", "RUN", "ZIP", "HI", "OK", "GO", "UP", "NO", "YES", "MAP", "JAM")
 SPATIAL_RELATIONS = ("left of", "right of", "above", "below")
 INTERACTION_RELATIONS = ("touching", "inside")
 RELATIONS = SPATIAL_RELATIONS + INTERACTION_RELATIONS

@@ -1,7 +1,7 @@
 """CPR records -> Janus token sequences -> packed fixed-length rows, as a deterministic, rank-aware, resumable stream.
 
-One record becomes one *segment*: prompt tokens (no loss) then targets (text ids for caption/judgement, VQ codes of
-the target image for t2i/reflection). Segments are packed first-fit into rows of ``seq_len`` tokens; each segment
+One record becomes one *segment*: prompt tokens (no loss) then targets (text ids for caption/judgement/text, VQ
+codes of the target image for t2i/reflection). Segments are packed first-fit into rows of ``seq_len`` tokens; each segment
 keeps its own positions (0..n-1) and attends only to itself (block-diagonal causal mask built from ``segment``).
 
 Every rank runs the same packer over the same shuffled record order (cheap: lengths only) and materialises only its
@@ -27,7 +27,6 @@ KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
 IGNORE = -100
 # What feeds each position's input embedding.
 TEXT, UND_IMAGE, GEN_CODE, PAD = 0, 1, 2, 3
-UNDERSTANDING_KINDS = ("caption", "judgement")
 
 
 @dataclass
@@ -96,6 +95,8 @@ class SampleEncoder:
         if r.kind == "judgement":
             response = formats.judgement_response(r.reasoning, r.score)
             return formats.judgement_prompt(r.prompt, n, r.instruction), response, [r.image], None
+        if r.kind == "text":
+            return formats.text_prompt(r.instruction), r.response, [], None
         if r.kind == "t2i":
             return formats.t2i_prompt(r.prompt), None, [], r.image
         if r.kind == "reflection":

@@ -1,7 +1,8 @@
 """How each CPR record kind becomes a Janus conversation [ours: the paper publishes no templates].
 
 Understanding kinds (caption, judgement) use Janus' SFT chat format with the image in the user turn and the target
-text as the assistant reply (ending in the end-of-sentence token). Generation kinds (t2i, reflection) end the prompt
+text as the assistant reply (ending in the end-of-sentence token); text records the same chat with a text-only user
+turn (what the engine builds for a text request with the default system prompt). Generation kinds (t2i, reflection) end the prompt
 in <begin_of_image>, after which the target image's VQ codes follow. The self-play stages should prompt the model
 with these same builders at inference time so that training and use agree.
 """
@@ -36,6 +37,10 @@ def judgement_prompt(prompt: str, num_image_tokens: int, instruction: str | None
 def judgement_response(reasoning: str, score: int) -> str:
     reasoning = reasoning.strip()
     return f"{reasoning}\nScore: {score}" if reasoning else f"Score: {score}"
+
+
+def text_prompt(instruction: str) -> str:
+    return format_chat([{"role": "user", "content": instruction}])
 
 
 def t2i_prompt(prompt: str) -> str:

@@ -8,7 +8,7 @@ import PIL.Image
 import PIL.ImageDraw
 
 from unicorn.cpr.schema import (CaptionRecord, ImageRef, JudgementRecord, Manifest, ReflectionRecord, T2IRecord,
-                                write_dataset)
+                                TextRecord, write_dataset)
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (240, 220, 40)}
 SHAPES = ("square", "circle")
@@ -59,6 +59,8 @@ def write_synthetic_cpr(out_dir: str, image_size: int = 32, per_kind: int | None
                             reasoning=f"The image shows a {other_colour} {other_shape}.", **meta),
             ReflectionRecord(id=f"ref-{i}", loser_image=loser, winner_image=image, loser_score=score,
                              winner_score=9 if score < 9 else 10, **meta),
+            TextRecord(id=f"txt-{i}", instruction=f"Propose a text-to-image prompt about a {shape} in {colour}.",
+                       response=prompt, **meta),
         ]
     rng.shuffle(records)
     return write_dataset(out_dir, records, shard_size=max(1, len(records) // 2), source_model="synthetic", seed=seed)

@@ -24,7 +24,8 @@ from unicorn.training.loss import weighted_step_loss
 from unicorn.training.model import TrainingModel
 
 PEAK_BF16_FLOPS = 989e12  # H100 SXM dense bf16, for MFU
-SHORT = {"t2i": "t2i", "caption": "cap", "judgement": "jud", "reflection": "ref"}
+SHORT = {"t2i": "t2i", "caption": "cap", "judgement": "jud", "reflection": "ref", "text": "txt"}
+assert set(SHORT) == set(KINDS)
 
 
 def _pick_device(cfg: TrainConfig) -> torch.device:

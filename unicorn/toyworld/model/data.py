@@ -1,11 +1,11 @@
 """Oracle-labelled pretraining data for the toy-world Janus, written as a CPR data set (unicorn/cpr/schema.py).
 
-Per scene (all deterministic from ``"{seed}:{split}:{category}:{index}"``):
+Per scene (all deterministic from ``"{seed}:{split}:{category}:{index}"``; pretraining uses split ``train``, the
+evaluation ``val`` or ``test``, whose prompt combinations no train scene contains: toyworld/splits.py):
     caption     clean render -> its prompt                                   (kind caption, default instruction)
     questions   an image -> the oracle's answer to a UniCycle question        (kind caption, instruction = question)
     judgement   prompt + an image -> rubric reasoning + ``Score: N``          (kind judgement, oracle report)
-    proposing   a blank image + "propose a prompt in category X" -> prompt    (kind caption: the schema has no
-                text-only record, so a fixed blank image stands for "no image")
+    proposing   "propose a prompt in category X" -> prompt                     (kind text: no image)
     t2i         prompt -> VQ codes of the render (a quarter degraded); the trainer drops some prompts for CFG
 
 Judged and questioned images are varied so that answers depend on the pixels: the clean render, generator-like
@@ -22,17 +22,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unicorn.cpr.schema import CaptionRecord, ImageRef, JudgementRecord, T2IRecord, write_dataset
+from unicorn.cpr.schema import CaptionRecord, ImageRef, JudgementRecord, T2IRecord, TextRecord, write_dataset
 from unicorn.toyworld import corrupt
-from unicorn.toyworld.oracle import RUBRICS, OracleReport, judge
+from unicorn.toyworld.oracle import OracleReport, judge
 from unicorn.toyworld.prompts import make_prompt
 from unicorn.toyworld.questions import Question, make_questions
 from unicorn.toyworld.render import render_array
+from unicorn.toyworld.roles import propose_instruction, question_text, reasoning_vocabulary, rubric_reasoning
 from unicorn.toyworld.sampler import sample_scene
 from unicorn.toyworld.scene import CATEGORIES, PLAIN_BACKGROUNDS, Scene
 
-PROPOSE_INSTRUCTION = "Propose a new text-to-image prompt in the category '{category}'."
-BLANK_IMAGE = "images/blank.png"
 VARIANTS = ("clean", "degraded", "wrong", "wrong_degraded", "other", "vq", "vq_wrong", "blank")
 VARIANT_WEIGHTS = (2, 2, 4, 2, 2, 2, 2, 2)
 
@@ -49,23 +48,9 @@ class WorldDataConfig:
     seed: int = 0
 
 
-def question_text(q: Question) -> str:
-    """The question as asked of the model: multiple choice lists its options."""
-    if q.type == "mc":
-        return f"{q.question} Options: {', '.join(q.options)}."
-    if q.type == "yesno":
-        return f"{q.question} Answer yes or no."
-    return q.question
-
-
 def judge_reasoning(report: OracleReport) -> str:
-    """Short reasoning over the category's rubric, criterion by criterion (the target before ``Score: N``)."""
-    parts = []
-    for name, weight in RUBRICS[report.category].items():
-        got = report.points.get(name, 0.0)
-        verdict = "right" if got >= weight - 1e-6 else "wrong" if got <= 1e-6 else "partly right"
-        parts.append(f"{name} {verdict}")
-    return ", ".join(parts) + "."
+    """The oracle's report in the judge's words (roles.rubric_reasoning), the target before ``Score: N``."""
+    return rubric_reasoning(report.category, report.points)
 
 
 def judgement_record(rid: str, item: "Item", image: ImageRef, report: OracleReport, seed: int,
@@ -87,6 +72,7 @@ class Item:
     """One scene with its prompt, questions and clean render."""
     key: str
     category: str
+    split: str
     scene: Scene
     prompt: str
     questions: list[Question]
@@ -94,11 +80,12 @@ class Item:
 
 
 def make_item(category: str, index: int, seed: int, split: str, size: int = 64) -> Item:
+    """Scene ``index`` of a category in one split (train | val | test)."""
     key = f"{seed}:{split}:{category}:{index}"
     rng = random.Random(key)
-    scene = sample_scene(category, rng)
+    scene = sample_scene(category, rng, split)
     prompt = make_prompt(scene, rng)
-    return Item(key, category, scene, prompt, make_questions(scene, rng), render_array(scene, size))
+    return Item(key, category, split, scene, prompt, make_questions(scene, rng), render_array(scene, size))
 
 
 def vq_roundtrip(vq, rgbs: list[np.ndarray], batch_size: int = 32) -> tuple[list[np.ndarray], list[list[int]]]:
@@ -140,7 +127,7 @@ def variant_image(item: Item, variant: str, rng: random.Random, nrng: np.random.
             return corrupt.degrade(wrong, nrng, strength=rng.uniform(0.5, 1.5))
         return wrong
     if variant == "other":
-        return render_array(sample_scene(item.category, rng), size)
+        return render_array(sample_scene(item.category, rng, item.split), size)
     if variant == "blank":
         colour = Image.new("RGB", (1, 1), rng.choice(PLAIN_BACKGROUNDS)).getpixel((0, 0))
         return np.broadcast_to(np.array(colour, np.uint8), (size, size, 3)).copy()
@@ -161,8 +148,6 @@ class ImageWriter:
 def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "train", log=print) -> dict:
     """Writes the CPR data set to ``out_dir``; returns the manifest counts and the text corpus size."""
     write = ImageWriter(out_dir)
-    blank = np.full((cfg.image_size, cfg.image_size, 3), 128, np.uint8)
-    write("blank", blank)
     records = []
     for category in CATEGORIES:
         scenes = []  # (index, item, rng, [(variant, rgb)], propose?, t2i target or None)
@@ -201,10 +186,9 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
                 for q in asked[: 1 + (j == 0)]:
                     records.append(question_record(f"{rid}-q{j}{q.id}", item, q, ref, report, cfg.seed, provenance))
             if propose:
-                records.append(CaptionRecord(
-                    id=f"{rid}-prop", category=category, prompt=item.prompt, image=ImageRef(path=BLANK_IMAGE),
-                    instruction=PROPOSE_INSTRUCTION.format(category=category), seed=cfg.seed,
-                    provenance={"source": "toyworld", "key": item.key, "role": "proposer"}))
+                records.append(TextRecord(
+                    id=f"{rid}-prop", category=category, prompt=item.prompt, instruction=propose_instruction(category),
+                    response=item.prompt, seed=cfg.seed, provenance={"source": "toyworld", "key": item.key, "role": "proposer"}))
             if target is not None:
                 records.append(T2IRecord(id=f"{rid}-t2i", category=category, prompt=item.prompt, seed=cfg.seed,
                                          image=ImageRef(vq_codes=tuple(codes[i])),
@@ -224,10 +208,10 @@ def corpus_texts(cfg: WorldDataConfig, split: str = "train") -> list[str]:
     """The text the tokenizer is trained on: prompts, questions, answers, reasoning words, per scene."""
     texts = []
     for category in CATEGORIES:
-        texts.append(PROPOSE_INSTRUCTION.format(category=category))
+        texts.append(propose_instruction(category))
         for index in range(cfg.scenes_per_category):
             item = make_item(category, index, cfg.seed, split, cfg.image_size)
             texts.append(item.prompt)
             texts += [question_text(q) + " " + q.answer for q in item.questions]
-        texts.append(" ".join(f"{name} right, {name} wrong, {name} partly right." for name in RUBRICS[category]))
+        texts.append(reasoning_vocabulary(category))
     return texts

@@ -1,5 +1,8 @@
 """Measures a Janus checkpoint on held-out toy-world data with the oracle as ground truth.
 
+Held-out means a split of toyworld/splits.py whose prompt combinations no train scene contains: ``val`` (the default)
+for choosing checkpoints and settings, ``test`` for the numbers that are reported (bench/toyworld/measure.py).
+
     judge          Spearman between the model's ``Score: N`` and the oracle's score, on held-out images of every
                    variant (clean, degraded, wrong, other scene, VQ round trips, blank) and, separately, on images
                    the model drew itself; plus the parse rate of ``Score: N``.
@@ -23,10 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from unicorn.toyworld.model.data import VARIANTS, make_item, question_text, variant_image, vq_roundtrip
+from unicorn.toyworld.model.data import VARIANTS, make_item, variant_image, vq_roundtrip
 from unicorn.toyworld.oracle import judge
 from unicorn.toyworld.questions import Question, grade_answer
+from unicorn.toyworld.roles import question_text
 from unicorn.toyworld.scene import CATEGORIES
+from unicorn.toyworld.splits import assignment_digest
 from unicorn.training import formats
 
 SCORE_LINE = re.compile(r"Score:\s*(\d+)\s*$")
@@ -40,7 +45,11 @@ class EvalConfig:
     cfg_scale: float = 1.0
     temperature: float = 1.0
     seed: int = 0
-    split: str = "heldout"
+    split: str = "val"  # val: for choosing; test: for reporting
+
+    def __post_init__(self):
+        if self.split not in ("val", "test"):
+            raise ValueError(f"the evaluation split must be 'val' or 'test' (never 'train'), got {self.split!r}")
 
 
 def parse_score(text: str) -> int | None:
@@ -150,7 +159,8 @@ def evaluate(engine, cfg: EvalConfig, vq=None, log=print) -> dict:
         row["model"] = parse_score(out.text)
     log(f"eval: drew and judged {len(gen_rows)} images ({time.perf_counter() - start:.0f}s)")
     codec = codec_ceiling(vq, gen_items) if vq is not None else None
-    return {**summarise(judge_rows, qa_rows, gen_rows, cfg, time.perf_counter() - start), "codec_roundtrip": codec}
+    return {**summarise(judge_rows, qa_rows, gen_rows, cfg, time.perf_counter() - start), "codec_roundtrip": codec,
+            "split_assignment": assignment_digest()}
 
 
 def codec_ceiling(vq, items) -> dict:
