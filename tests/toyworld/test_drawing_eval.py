@@ -38,7 +38,7 @@ def test_the_shipped_model_end_to_end():
     from unicorn.toyworld.scene import CATEGORIES
 
     engine = Engine(str(default_model_path()), num_kv_blocks=2048)
-    items = [make_item(c, 0, 0, "drawing-eval-test") for c in CATEGORIES]
+    items = [make_item(c, 0, 12, "val") for c in CATEGORIES]
     report = evaluate_drawing(engine, items, DrawingEvalConfig(drawings=4, seeds=(0, 1)), log=lambda *_: None)
     overall = report["overall"]
     assert report["config"]["cfg_scales"] == cfg_spread(3, 8, 4)

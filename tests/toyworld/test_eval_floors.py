@@ -54,7 +54,7 @@ class IdentityCodec:
 
 
 def test_drawing_floors_are_ordered_and_a_perfect_codec_is_the_ceiling():
-    items = [make_item(c, i, 0, "floors-test") for c in CATEGORIES for i in range(3)]
+    items = [make_item(c, i, 11, "val") for c in CATEGORIES for i in range(3)]
     rows = drawing_floors(items, IdentityCodec())
     mean = {name: (np.mean([r["score"] for r in rs]), np.mean([r["soft"] for r in rs])) for name, rs in rows.items()}
     assert mean["codec"] == (10.0, 1.0)
@@ -64,10 +64,10 @@ def test_drawing_floors_are_ordered_and_a_perfect_codec_is_the_ceiling():
 
 
 def test_the_blind_answerer_uses_the_question_only_and_beats_a_fixed_answer():
-    from unicorn.toyworld.model.data import question_text
+    from unicorn.toyworld.roles import question_text
 
-    fit = [make_item(c, i, 0, "blind-fit") for c in CATEGORIES for i in range(40)]
-    test = [make_item(c, i, 0, "blind-test") for c in CATEGORIES for i in range(20)]
+    fit = [make_item(c, i, 0, "train") for c in CATEGORIES for i in range(40)]
+    test = [make_item(c, i, 0, "test") for c in CATEGORIES for i in range(20)]
     blind = BlindAnswerer().fit((question_text(q), q) for it in fit for q in it.questions)
     scored = [(grade_answer(q, blind.answer(question_text(q), q)), grade_answer(q, q.options[0] if q.options else "1"))
               for it in test for q in it.questions]
