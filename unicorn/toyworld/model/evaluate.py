@@ -102,46 +102,59 @@ def question_request(question: str, image: Image.Image) -> dict:
     return {"messages": [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]}
 
 
+def variant_images(items, vq=None) -> list[tuple]:
+    """(item, variant, uint8 image, oracle report) per item: each category's items cycle through ``VARIANTS``; the VQ variants
+    go through ``vq`` when given. The oracle side of judging and answering, without the model."""
+    pending, seen = [], {}
+    for item in items:
+        i = seen[item.category] = seen.get(item.category, -1) + 1  # the index within its category
+        rng = random.Random("eval:" + item.key)
+        nrng = np.random.default_rng(i)
+        variant = VARIANTS[i % len(VARIANTS)]
+        pending.append([item, variant, variant_image(item, variant, rng, nrng, 64)])
+    to_vq = [k for k, p in enumerate(pending) if p[1].startswith("vq")]
+    if to_vq and vq is not None:
+        recons, _ = vq_roundtrip(vq, [pending[k][2] for k in to_vq])
+        for k, rgb in zip(to_vq, recons):
+            pending[k][2] = rgb
+    return [(item, variant, rgb, judge(item.scene, rgb, item.questions)) for item, variant, rgb in pending]
+
+
+def judge_and_answer(engine, items, vq=None, log=print) -> tuple[list[dict], list[dict]]:
+    """The model judges each item's variant image (greedy) and answers every question about it (greedy, graded
+    against what the oracle reads in that image): (judge rows, question rows)."""
+    from unicorn.engine.params import SamplingParams
+
+    start = time.perf_counter()
+    judge_rows, qa_rows, requests, q_requests = [], [], [], []
+    for item, variant, rgb, report in variant_images(items, vq):
+        image = Image.fromarray(rgb)
+        judge_rows.append({"category": item.category, "variant": variant, "oracle": report.score})
+        requests.append(judge_request(item.prompt, image))
+        for q in item.questions:
+            ref = reference_question(q, report.answers[q.id])
+            qa_rows.append({"category": item.category, "variant": variant, "type": q.type, "ref": ref,
+                            "text": question_text(q)})
+            q_requests.append(question_request(question_text(q), image))
+    outputs = engine.generate(requests, SamplingParams(max_tokens=48, temperature=0.0))
+    for row, out in zip(judge_rows, outputs):
+        row["text"], row["model"] = out.text, parse_score(out.text)
+    answers = engine.generate(q_requests, SamplingParams(max_tokens=12, temperature=0.0))
+    for row, out in zip(qa_rows, answers):
+        row["answer"] = out.text.strip()
+        row["correct"] = grade_answer(row["ref"], row["answer"])
+    log(f"eval: judged {len(judge_rows)} images, answered {len(qa_rows)} questions ({time.perf_counter() - start:.0f}s)")
+    return judge_rows, qa_rows
+
+
 def evaluate(engine, cfg: EvalConfig, vq=None, log=print) -> dict:
     """``engine``: a unicorn Engine on the checkpoint; ``vq``: its VQModel (for the VQ round-trip variants)."""
     from unicorn.engine.params import ImageGenParams, SamplingParams
 
     start = time.perf_counter()
     greedy_judge = SamplingParams(max_tokens=48, temperature=0.0)
-    greedy_answer = SamplingParams(max_tokens=12, temperature=0.0)
-
-    # ---- held-out images of every variant: judge and answer questions --------------------------------------
-    judge_rows, qa_rows, requests, q_requests = [], [], [], []
-    for category in CATEGORIES:
-        items = [make_item(category, i, cfg.seed, cfg.split) for i in range(cfg.scenes_per_category)]
-        pending = []
-        for i, item in enumerate(items):
-            rng = random.Random("eval:" + item.key)
-            nrng = np.random.default_rng(i)
-            variant = VARIANTS[i % len(VARIANTS)]
-            pending.append((item, variant, variant_image(item, variant, rng, nrng, 64), rng))
-        to_vq = [k for k, p in enumerate(pending) if p[1].startswith("vq")]
-        if to_vq and vq is not None:
-            recons, _ = vq_roundtrip(vq, [pending[k][2] for k in to_vq])
-            for k, rgb in zip(to_vq, recons):
-                pending[k] = (*pending[k][:2], rgb, pending[k][3])
-        for item, variant, rgb, rng in pending:
-            report = judge(item.scene, rgb, item.questions)
-            image = Image.fromarray(rgb)
-            judge_rows.append({"category": item.category, "variant": variant, "oracle": report.score})
-            requests.append(judge_request(item.prompt, image))
-            for q in item.questions:
-                ref = reference_question(q, report.answers[q.id])
-                qa_rows.append({"category": item.category, "variant": variant, "type": q.type, "ref": ref})
-                q_requests.append(question_request(question_text(q), image))
-    outputs = engine.generate(requests, greedy_judge)
-    for row, out in zip(judge_rows, outputs):
-        row["text"], row["model"] = out.text, parse_score(out.text)
-    answers = engine.generate(q_requests, greedy_answer)
-    for row, out in zip(qa_rows, answers):
-        row["answer"] = out.text.strip()
-        row["correct"] = grade_answer(row["ref"], row["answer"])
-    log(f"eval: judged {len(judge_rows)} images, answered {len(qa_rows)} questions ({time.perf_counter() - start:.0f}s)")
+    items = [make_item(c, i, cfg.seed, cfg.split) for c in CATEGORIES for i in range(cfg.scenes_per_category)]
+    judge_rows, qa_rows = judge_and_answer(engine, items, vq, log)
 
     # ---- generation from held-out prompts -------------------------------------------------------------------
     gen_items = [make_item(c, 10_000 + i, cfg.seed, cfg.split) for c in CATEGORIES for i in range(cfg.prompts_per_category)]
