@@ -31,7 +31,7 @@ from unicorn.toyworld.model import default_model_path  # noqa: E402
 from unicorn.toyworld.model.data import make_item  # noqa: E402
 from unicorn.toyworld.model.drawing_eval import DrawingEvalConfig, evaluate_drawing  # noqa: E402
 from unicorn.toyworld.model.evaluate import judge_and_answer, reference_question, variant_images  # noqa: E402
-from unicorn.toyworld.model.floors import DRAWING_FLOORS, BlindAnswerer, drawing_floors  # noqa: E402
+from unicorn.toyworld.model.floors import DRAWING_FLOORS, BlindAnswerer, drawing_floors, mean_se  # noqa: E402
 from unicorn.toyworld.pretrain import file_sha256  # noqa: E402
 from unicorn.toyworld.questions import grade_answer  # noqa: E402
 from unicorn.toyworld.roles import question_text  # noqa: E402
@@ -40,8 +40,9 @@ from unicorn.toyworld.splits import assignment_digest  # noqa: E402
 
 
 def binomial(values) -> dict:
-    x = np.asarray(values, dtype=np.float64)
-    return {"mean": float(x.mean()), "se": float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0, "n": len(x)}
+    values = list(values)
+    mean, se = mean_se(values)
+    return {"mean": mean, "se": se, "n": len(values)}
 
 
 def understanding(engine, vq, split: str, scenes: int, log) -> dict:

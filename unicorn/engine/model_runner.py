@@ -142,11 +142,14 @@ class ModelRunner:
         cond_rows: list[int] = []
         batch = SamplingBatch([], [], [], [], [])
         slots: list[tuple[int, int]] = []  # (request_id, sample index) per logits row
+        constrained = []  # (logits row, grammars, sample index) of samples with a json_schema
         for request in requests:
             params = request.params
             results[request.request_id] = [None] * request.n
             for i in request.live_samples():
                 rows = request.sample_rows(i if request.forked else 0)
+                if request.grammars:
+                    constrained.append((len(slots), request.grammars, i))
                 cond_rows.append(last_index[rows[0].seq_id])
                 batch.temperature.append(params.temperature)
                 batch.top_k.append(params.top_k)
@@ -155,8 +158,6 @@ class ModelRunner:
                 batch.steps.append(rows[0].num_output_tokens)
                 slots.append((request.request_id, i))
         logits = self.model.text_logits(hidden[cond_rows])
-        by_id = {r.request_id: r for r in requests}
-        constrained = [(k, by_id[rid].grammars, i) for k, (rid, i) in enumerate(slots) if by_id[rid].grammars]
         if constrained:  # a masked copy: logprobs stay those of the raw distribution
             from unicorn.engine.structured import mask_logits
 

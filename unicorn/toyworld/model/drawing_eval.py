@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unicorn.toyworld.model.evaluate import judge_request, parse_score
 from unicorn.toyworld.model.floors import mean_se, oracle_accuracy
 from unicorn.toyworld.model.judge_stats import Drawing, judge_ranking
 
@@ -71,10 +72,7 @@ def expected_score(sample, decode) -> float | None:
 
 def draw_and_judge(engine, items, cfg: DrawingEvalConfig, seed: int) -> list[dict]:
     """One seed: rows ``{category, prompt_index, oracle, soft, judge, expected}`` per drawing."""
-    from PIL import Image
-
     from unicorn.engine.params import ImageGenParams, SamplingParams
-    from unicorn.toyworld.model.evaluate import judge_request, parse_score
 
     params = ImageGenParams(n=cfg.drawings, cfg_scale=cfg_spread(cfg.cfg_low, cfg.cfg_high, cfg.drawings),
                             temperature=cfg.temperature, seed=seed)
@@ -86,7 +84,7 @@ def draw_and_judge(engine, items, cfg: DrawingEvalConfig, seed: int) -> list[dic
         for image in out.images:
             score, soft = oracle_accuracy(item.scene, image, item.questions)
             rows.append({"category": item.category, "prompt_index": p, "oracle": score, "soft": soft})
-            requests.append(judge_request(item.prompt, image if isinstance(image, Image.Image) else Image.fromarray(image)))
+            requests.append(judge_request(item.prompt, image))
     judged = engine.generate(requests, SamplingParams(max_tokens=cfg.judge_max_tokens, temperature=0.0,
                                                       logprobs=cfg.judge_top_logprobs))
     decode = engine.tokenizer.decode

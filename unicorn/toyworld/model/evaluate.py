@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 from unicorn.toyworld.model.data import VARIANTS, make_item, variant_image, vq_roundtrip
+from unicorn.toyworld.model.floors import oracle_accuracy
+from unicorn.toyworld.model.judge_stats import Drawing, judge_ranking
 from unicorn.toyworld.oracle import judge
 from unicorn.toyworld.questions import Question, grade_answer
 from unicorn.toyworld.roles import question_text
@@ -163,9 +165,8 @@ def evaluate(engine, cfg: EvalConfig, vq=None, log=print) -> dict:
     gen_rows = []
     for p, (item, out) in enumerate(zip(gen_items, drawn)):
         for image in out.images:
-            report = judge(item.scene, image, item.questions)
-            soft = float(np.mean([grade_answer(q, report.answers[q.id]) for q in item.questions])) if item.questions else 0.0
-            gen_rows.append({"category": item.category, "oracle": report.score, "soft": soft, "image": image,
+            score, soft = oracle_accuracy(item.scene, image, item.questions)
+            gen_rows.append({"category": item.category, "oracle": score, "soft": soft, "image": image,
                              "prompt": item.prompt, "prompt_index": p})
     drawn_judgements = engine.generate([judge_request(r["prompt"], r["image"]) for r in gen_rows], greedy_judge)
     for row, out in zip(gen_rows, drawn_judgements):
@@ -207,18 +208,8 @@ def _per_prompt(rows: list[dict]) -> dict:
 def pair_accuracy(groups) -> dict:
     """Over pairs of drawings of the same prompt that the oracle scores differently: the share the judge orders the
     same way (a tie or an unparsed score counts half; chance is 0.5). What rejection sampling needs from a judge."""
-    credit, pairs = 0.0, 0
-    for g in groups:
-        for i, a in enumerate(g):
-            for b in g[i + 1:]:
-                if a["oracle"] == b["oracle"]:
-                    continue
-                pairs += 1
-                if a["model"] is None or b["model"] is None or a["model"] == b["model"]:
-                    credit += 0.5
-                elif (a["model"] > b["model"]) == (a["oracle"] > b["oracle"]):
-                    credit += 1.0
-    return {"judge_pair_accuracy": credit / pairs if pairs else float("nan"), "judge_pairs": pairs}
+    stats = judge_ranking([[Drawing(r["oracle"], r["model"]) for r in g] for g in groups])
+    return {"judge_pair_accuracy": stats["pair_accuracy"], "judge_pairs": stats["pairs"]}
 
 
 def summarise(judge_rows, qa_rows, gen_rows, cfg: EvalConfig, elapsed: float) -> dict:
