@@ -61,6 +61,8 @@ def test_drawing_floors_are_ordered_and_a_perfect_codec_is_the_ceiling():
     assert mean["blank"][0] < mean["other_scene"][0] < mean["codec"][0]
     assert max(r["score"] for r in rows["blank"]) <= 4  # the oracle's quality rule
     assert mean["background"][1] < 1.0 and mean["other_scene"][1] < 1.0
+    with pytest.raises(ValueError, match="other-scene floor"):
+        drawing_floors(items[:1], IdentityCodec())
 
 
 def test_the_blind_answerer_uses_the_question_only_and_beats_a_fixed_answer():

@@ -50,7 +50,10 @@ def drawing_floors(items, vq, size: int = 64, seed: int = 0) -> dict[str, list[d
     others = []
     for k, item in enumerate(items):
         pool = [j for j in by_category[item.category] if j != k]
-        others.append(rng.choice(pool) if pool else k)
+        if not pool:  # the item itself would make this floor the codec ceiling
+            raise ValueError(f"drawing_floors: category {item.category!r} has one item; the other-scene floor "
+                             "needs at least two prompts per category")
+        others.append(rng.choice(pool))
     own, _ = vq_roundtrip(vq, [it.rgb for it in items])
     other = [own[j] for j in others]
     blank = np.full((size, size, 3), 255, dtype=np.uint8)
