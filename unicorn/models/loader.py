@@ -7,14 +7,19 @@ import os
 import torch
 
 from unicorn.models.errors import CheckpointError
-from unicorn.models.registry import resolve_loader
+from unicorn.models.registry import detect_model_type, resolve_loader
 from unicorn.models.tokenizer import Tokenizer
 
 
 def read_config(path: str) -> dict:
+    """config.json of ``path``; a layout known by its files (BAGEL's llm_config.json + vit_config.json) gets its
+    model_type from them, whatever config.json says or whether it exists."""
     file = os.path.join(path, "config.json")
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint directory {path!r} does not exist")
+    detected = detect_model_type(path)
+    if detected is not None:
+        return {"model_type": detected}
     if not os.path.exists(file):
         raise CheckpointError(
             f"{path}: expected config.json, weights (model.safetensors[.index.json] or pytorch_model.bin[.index.json]) "

@@ -6,6 +6,7 @@ Entries name their loader by import path, so importing the registry (as the engi
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 
 from unicorn.models.errors import CheckpointError
@@ -13,6 +14,13 @@ from unicorn.models.errors import CheckpointError
 _LOADERS: dict[str, str] = {
     "janus": "unicorn.models.janus_checkpoint:load_janus_hf",
     "multi_modality": "unicorn.models.janus_checkpoint:load_janus_deepseek",
+    "bagel": "unicorn.models.bagel_checkpoint:load_bagel",
+}
+
+# Layouts known by their files rather than by config.json's model_type (BAGEL's config.json is informative and
+# may be absent or lack the key): model_type -> files that must all be present.
+_LAYOUT_FILES: dict[str, tuple[str, ...]] = {
+    "bagel": ("llm_config.json", "vit_config.json"),
 }
 
 # model_type -> ("module:key_to_name", "module:name_to_key" or None): the KeyMapper of unicorn.models.weights, and
@@ -20,7 +28,16 @@ _LOADERS: dict[str, str] = {
 _KEY_LAYOUTS: dict[str, tuple[str, str | None]] = {
     "janus": ("unicorn.models.janus_checkpoint:hf_key_to_name", "unicorn.models.janus_checkpoint:name_to_hf_key"),
     "multi_modality": ("unicorn.models.janus_checkpoint:deepseek_key_to_name", None),
+    "bagel": ("unicorn.models.bagel_checkpoint:key_to_name", "unicorn.models.bagel_checkpoint:name_to_key"),
 }
+
+
+def detect_model_type(path: str) -> str | None:
+    """The model_type of a directory recognised by its files (see _LAYOUT_FILES), else None."""
+    for model_type, files in _LAYOUT_FILES.items():
+        if all(os.path.exists(os.path.join(path, f)) for f in files):
+            return model_type
+    return None
 
 
 def register_model(model_type: str, loader: str, key_to_name: str | None = None, name_to_key: str | None = None) -> None:

@@ -1,0 +1,305 @@
+"""BAGEL (ByteDance-Seed): a Qwen2-shaped Mixture-of-Transformers with a SigLIP NaViT encoder and a FLUX VAE.
+
+Every decoder weight exists twice: the understanding expert (text and ViT tokens) and the generation expert
+(``*_moe_gen``: VAE latent tokens, noisy or clean). Attention is one joint attention over all tokens. Tokens are
+routed per row: the caller names the packed rows that use the generation expert (``gen_rows``); all others use
+the understanding one. Positions are explicit and decoupled from cache slots: a whole image block (its two
+markers and every image token) shares one rope position; the 2-D layout comes from additive position tables.
+
+Submodule names follow the official state dict (``language_model.model.layers.{i}.self_attn.q_proj_moe_gen``,
+``vit_model.vision_model.*``, ``connector``, ``time_embedder.mlp``, ...), with the FLUX VAE under ``vae.``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from unicorn.attention import AttentionMetadata, KVCache, paged_attention
+from unicorn.models.activations import get_activation
+from unicorn.models.bagel_config import TIMESTEP_FREQUENCY_DIM, BagelArch, LLMArch
+from unicorn.models.bagel_vae import FluxAutoEncoder
+from unicorn.models.bagel_vit import NaViT, flattened_positions, patchify
+from unicorn.models.layers import LlamaMLP, RMSNorm, RotaryEmbedding, apply_rope
+from unicorn.models.spec import ModelSpec
+
+# attend(layer_index, q [T, Hq, D], k [T, Hkv, D], v [T, Hkv, D]) -> [T, Hq, D]
+AttendFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BagelTokenIds:
+    """The four Qwen2 special tokens BAGEL frames its segments with (``new_token_ids`` of the official code)."""
+
+    im_start: int  # opens every text segment; also the first query of text generation
+    im_end: int  # closes every text segment; ends text generation
+    vision_start: int  # opens an image block
+    vision_end: int  # closes an image block
+    pad: int | None = None  # <|endoftext|>
+
+
+class Routing:
+    """Which packed rows use which expert. ``gen_rows=None`` or empty: every row is understanding."""
+
+    def __init__(self, num_rows: int, gen_rows: torch.Tensor | None):
+        self.und: torch.Tensor | None = None
+        self.gen: torch.Tensor | None = None
+        if gen_rows is None or gen_rows.numel() == 0:
+            self.kind = "und"
+        elif gen_rows.numel() == num_rows:
+            self.kind = "gen"
+        else:
+            self.kind = "mixed"
+            mask = torch.zeros(num_rows, dtype=torch.bool, device=gen_rows.device)
+            mask[gen_rows] = True
+            self.gen = gen_rows
+            self.und = (~mask).nonzero().squeeze(1)
+
+    def apply(self, x: torch.Tensor, und_fn, gen_fn) -> torch.Tensor:
+        """Runs ``und_fn`` on understanding rows and ``gen_fn`` on generation rows of x [T, ...]; output rows in
+        x's order."""
+        if self.kind == "und":
+            return und_fn(x)
+        if self.kind == "gen":
+            return gen_fn(x)
+        a = und_fn(x[self.und])
+        b = gen_fn(x[self.gen])
+        out = a.new_empty((x.shape[0],) + a.shape[1:])
+        out[self.und] = a
+        out[self.gen] = b
+        return out
+
+
+class MoTAttention(nn.Module):
+    def __init__(self, arch: LLMArch):
+        super().__init__()
+        h, d = arch.hidden_size, arch.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = arch.num_attention_heads, arch.num_key_value_heads, d
+        self.scale = d**-0.5
+        for suffix in ("", "_moe_gen"):
+            setattr(self, "q_proj" + suffix, nn.Linear(h, self.num_heads * d, bias=True))
+            setattr(self, "k_proj" + suffix, nn.Linear(h, self.num_kv_heads * d, bias=True))
+            setattr(self, "v_proj" + suffix, nn.Linear(h, self.num_kv_heads * d, bias=True))
+            setattr(self, "o_proj" + suffix, nn.Linear(self.num_heads * d, h, bias=False))
+            setattr(self, "q_norm" + suffix, RMSNorm(d, arch.rms_norm_eps))
+            setattr(self, "k_norm" + suffix, RMSNorm(d, arch.rms_norm_eps))
+
+    def _qkv(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
+        t = x.shape[0]
+        q = getattr(self, "q_proj" + suffix)(x).view(t, self.num_heads, self.head_dim)
+        k = getattr(self, "k_proj" + suffix)(x).view(t, self.num_kv_heads, self.head_dim)
+        v = getattr(self, "v_proj" + suffix)(x).view(t, self.num_kv_heads, self.head_dim)
+        q = getattr(self, "q_norm" + suffix)(q)
+        k = getattr(self, "k_norm" + suffix)(k)
+        return torch.cat((q.flatten(1), k.flatten(1), v.flatten(1)), dim=1)
+
+    def forward(self, x, cos, sin, routing: Routing, attend: Callable) -> torch.Tensor:
+        # x: [T, H] (already normed per expert)
+        t = x.shape[0]
+        qkv = routing.apply(x, lambda y: self._qkv(y, ""), lambda y: self._qkv(y, "_moe_gen"))
+        nq, nk = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q = qkv[:, :nq].view(t, self.num_heads, self.head_dim)
+        k = qkv[:, nq : nq + nk].view(t, self.num_kv_heads, self.head_dim)
+        v = qkv[:, nq + nk :].reshape(t, self.num_kv_heads, self.head_dim)
+        out = attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v).reshape(t, nq)
+        return routing.apply(out, self.o_proj, self.o_proj_moe_gen)
+
+
+class MoTDecoderLayer(nn.Module):
+    def __init__(self, arch: LLMArch):
+        super().__init__()
+        h = arch.hidden_size
+        self.self_attn = MoTAttention(arch)
+        self.mlp = LlamaMLP(h, arch.intermediate_size)
+        self.mlp_moe_gen = LlamaMLP(h, arch.intermediate_size)
+        self.input_layernorm = RMSNorm(h, arch.rms_norm_eps)
+        self.input_layernorm_moe_gen = RMSNorm(h, arch.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(h, arch.rms_norm_eps)
+        self.post_attention_layernorm_moe_gen = RMSNorm(h, arch.rms_norm_eps)
+
+    def forward(self, x, cos, sin, routing: Routing, attend: Callable) -> torch.Tensor:
+        normed = routing.apply(x, self.input_layernorm, self.input_layernorm_moe_gen)
+        x = x + self.self_attn(normed, cos, sin, routing, attend)
+        return x + routing.apply(
+            x,
+            lambda y: self.mlp(self.post_attention_layernorm(y)),
+            lambda y: self.mlp_moe_gen(self.post_attention_layernorm_moe_gen(y)),
+        )
+
+
+class MoTModel(nn.Module):
+    def __init__(self, arch: LLMArch):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
+        self.layers = nn.ModuleList(MoTDecoderLayer(arch) for _ in range(arch.num_hidden_layers))
+        self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
+        self.norm_moe_gen = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(arch.head_dim, arch.rope_theta)
+
+
+class MoTLanguageModel(nn.Module):
+    """``language_model``: ``model`` (the MoT stack) and ``lm_head``."""
+
+    def __init__(self, arch: LLMArch):
+        super().__init__()
+        self.model = MoTModel(arch)
+        self.lm_head = nn.Linear(arch.hidden_size, arch.vocab_size, bias=False)
+
+
+class Connector(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, act: str):
+        super().__init__()
+        self.act = get_activation(act)
+        self.fc1 = nn.Linear(in_dim, out_dim)
+        self.fc2 = nn.Linear(out_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class PositionTable(nn.Module):
+    """A side x side table of additive embeddings (frozen 2-D sin-cos in the official training)."""
+
+    def __init__(self, side: int, hidden: int):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(side * side, hidden), requires_grad=False)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.pos_embed[position_ids]
+
+
+def timestep_frequencies(t: torch.Tensor, dim: int = TIMESTEP_FREQUENCY_DIM, max_period: float = 10000.0) -> torch.Tensor:
+    """DiT's sinusoid of t [N] -> [N, dim]: cos half first, then sin."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(TIMESTEP_FREQUENCY_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_frequencies(t).to(self.mlp[0].weight.dtype))
+
+
+class BagelModel(nn.Module):
+    """The engine's view of BAGEL: embeddings of each input kind in, hidden states out, heads and the VAE on the
+    side. Routing (``gen_rows``) and positions are the caller's: see the module docstring."""
+
+    frozen_modules = ("vae",)  # the official fine-tuning freezes the VAE only
+
+    def __init__(self, arch: BagelArch, token_ids: BagelTokenIds, dtype: torch.dtype = torch.float32,
+                 model_type: str = "bagel"):
+        super().__init__()
+        self.arch = arch
+        self.token_ids = token_ids
+        llm, hidden = arch.llm, arch.llm.hidden_size
+        self.language_model = MoTLanguageModel(llm)
+        self.vit_model = NaViT(arch.vit)
+        self.connector = Connector(arch.vit.hidden_size, hidden, arch.connector_act)
+        self.vit_pos_embed = PositionTable(arch.vit_max_num_patch_per_side, hidden)
+        self.time_embedder = TimestepEmbedder(hidden)
+        self.vae2llm = nn.Linear(arch.patch_latent_dim, hidden)
+        self.llm2vae = nn.Linear(hidden, arch.patch_latent_dim)
+        self.latent_pos_embed = PositionTable(arch.max_latent_size, hidden)
+        self.vae = FluxAutoEncoder(arch.vae)
+        self.spec = ModelSpec(
+            model_type=model_type,
+            num_layers=llm.num_hidden_layers,
+            num_heads=llm.num_attention_heads,
+            num_kv_heads=llm.num_key_value_heads,
+            head_dim=llm.head_dim,
+            hidden_size=hidden,
+            text_vocab_size=llm.vocab_size,
+            image_vocab_size=0,  # images are continuous latents, not codes
+            max_position_embeddings=llm.max_position_embeddings,
+            num_image_tokens=arch.max_latent_size**2,  # the most latent tokens of one generated image
+            image_size=arch.max_image_size,
+            bos_token_id=token_ids.im_start,
+            eos_token_id=token_ids.im_end,
+            pad_token_id=token_ids.pad,
+            image_token_id=None,
+            boi_token_id=token_ids.vision_start,
+            eoi_token_id=token_ids.vision_end,
+            dtype=dtype,
+        )
+
+    # ---- inputs -------------------------------------------------------------------------------------------
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [T] -> [T, H]."""
+        return self.language_model.model.embed_tokens(ids)
+
+    def vit_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One normalized image [3, H, W] (sides multiples of the patch) -> (patches [n, p*p*3], position ids [n])."""
+        vit = self.arch.vit
+        positions = flattened_positions(pixels.shape[1], pixels.shape[2], vit.patch_size, self.arch.vit_max_num_patch_per_side)
+        return patchify(pixels, vit.patch_size), positions.to(pixels.device)
+
+    def encode_vit(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Normalized images [3, H_i, W_i] -> LM input embeddings of their ViT tokens, [n_i, H] each."""
+        inputs = [self.vit_inputs(img) for img in images]
+        patches = torch.cat([p for p, _ in inputs])
+        positions = torch.cat([q for _, q in inputs])
+        lens = [p.shape[0] for p, _ in inputs]
+        feats = self.connector(self.vit_model(patches, positions, lens)) + self.vit_pos_embed(positions)
+        return list(feats.split(lens))
+
+    def latent_positions(self, height: int, width: int) -> torch.Tensor:
+        """Position ids of a height x width image's latent tokens (checks the resolution)."""
+        self.arch.check_image_size(height, width)
+        d = self.arch.latent_downsample
+        return flattened_positions(height, width, d, self.arch.max_latent_size)
+
+    def embed_latents(self, latents: torch.Tensor, timesteps: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Patchified latents [N, p*p*z] at flow times [N] (0 = clean) and latent positions [N] -> [N, H]."""
+        x = self.vae2llm(latents.to(self.vae2llm.weight.dtype))
+        return x + self.time_embedder(timesteps) + self.latent_pos_embed(position_ids)
+
+    def encode_vae(self, pixels: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One normalized image [3, H, W] -> its patchified latents [(H/16)*(W/16), p*p*z] (posterior mean unless
+        ``noise`` [z, H/8, W/8] is given, as the official encoder samples)."""
+        z = self.vae.encode(pixels[None], None if noise is None else noise[None])[0]
+        return patchify(z, self.arch.latent_patch_size)
+
+    def decode_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Patchified latents [h*w, p*p*z] of one image -> pixels [3, H, W] (about [-1, 1])."""
+        p, z = self.arch.latent_patch_size, self.arch.vae.z_channels
+        h, w = height // self.arch.latent_downsample, width // self.arch.latent_downsample
+        grid = latents.reshape(h, w, p, p, z).permute(4, 0, 2, 1, 3).reshape(1, z, h * p, w * p)
+        return self.vae.decode(grid)[0]
+
+    # ---- language model -----------------------------------------------------------------------------------
+    def forward_with(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attend: AttendFn,
+                     gen_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Packed tokens [T, H] at rope positions [T] -> hidden after the per-expert final norm [T, H]; ``attend``
+        does each layer's attention (a paged cache, a dense mask, ...)."""
+        lm = self.language_model.model
+        cos, sin = lm.rotary_emb(positions, inputs_embeds.dtype)
+        routing = Routing(inputs_embeds.shape[0], gen_rows)
+        x = inputs_embeds
+        for i, layer in enumerate(lm.layers):
+            x = layer(x, cos, sin, routing, lambda q, k, v, i=i: attend(i, q, k, v))
+        return routing.apply(x, lm.norm, lm.norm_moe_gen)
+
+    def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, kv_caches: list[KVCache],
+                meta: AttentionMetadata, gen_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The paged forward: every new token's K/V is written to its slot in ``meta.slot_mapping``."""
+        scale = self.arch.llm.head_dim**-0.5
+        return self.forward_with(
+            inputs_embeds, positions, lambda i, q, k, v: paged_attention(q, k, v, kv_caches[i], meta, scale), gen_rows
+        )
+
+    # ---- heads --------------------------------------------------------------------------------------------
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[N, H] -> [N, vocab]."""
+        return self.language_model.lm_head(hidden)
+
+    def velocity(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[N, H] of latent tokens -> predicted flow velocity (noise - data) [N, p*p*z]."""
+        return self.llm2vae(hidden)
