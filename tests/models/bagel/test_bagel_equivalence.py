@@ -60,6 +60,7 @@ def test_t2i_final_latents_equal_reference(bagel_tiny, ref, tok, case):
     settings = dict(num_timesteps=6, timestep_shift=3.0, **T2I_CASES[case])
     ids = tok.encode("A photo of a cat sitting on a red sofa.", add_bos=False)
     noise = _noise(64, 48, 3)
+    ref.num_forwards = 0
     expected = ref.interleave_inference([ids], noise=noise, image_shapes=(64, 48), **settings)
     infer = BagelInference(bagel_tiny)
     ctx, uncond = infer.new_context(), infer.new_context()
@@ -67,6 +68,10 @@ def test_t2i_final_latents_equal_reference(bagel_tiny, ref, tok, case):
     (got,) = infer.generate_images([ImageJob(ctx, uncond, 64, 48, noise, FlowParams(**settings))])
     torch.testing.assert_close(got, expected, **LATENT_TOL)
     assert infer.num_forwards == 1 + 5  # the prefill, then one forward per step for all branches
+    before = infer.num_forwards
+    (sequential,) = infer.generate_images_sequential([ImageJob(ctx, uncond, 64, 48, noise, FlowParams(**settings))])
+    torch.testing.assert_close(sequential, expected, **LATENT_TOL)
+    assert infer.num_forwards - before == ref.num_forwards  # one per branch and step, as the official loop
     assert not torch.allclose(got, noise, atol=1e-2)
 
 
