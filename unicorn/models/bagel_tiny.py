@@ -32,6 +32,15 @@ PRESETS: dict[str, dict] = {
         vae=dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=16),
         max_latent_size=4, vit_max_num_patch_per_side=4, vae_min_image_size=16, vit_min_image_size=28,
     ),
+    # CPU benchmarks: enough width that the GEMMs, not Python, take the time; up to 256 px (16x16 latent tokens).
+    "cpu-small": dict(
+        llm=dict(vocab_size=4096, hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=4096, rope_theta=1e6),
+        vit=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=14,
+                 image_size=224),
+        vae=dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=16),
+        max_latent_size=16, vit_max_num_patch_per_side=16, vae_min_image_size=64, vit_min_image_size=56,
+    ),
     # The published BAGEL-7B-MoT: Qwen2.5-7B geometry per expert, SigLIP so400m/14 (26 layers), FLUX AE.
     "bagel-7b-mot": dict(
         llm=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
