@@ -156,7 +156,9 @@ class Engine:
         )
         self.runner = ModelRunner(self.model, caches, block_size, kernels=self.kernels)
         self.prompts = PromptProcessor(self.spec, self.tokenizer, self.model.preprocess_images, model_path,
-                                       prompt_format=getattr(self.model, "prompt_format", None))
+                                       prompt_format=getattr(self.model, "prompt_format", None),
+                                       image_token_count=getattr(self.model, "image_token_count", None),
+                                       image_block_margin=getattr(self.model, "image_block_margin", None))
         self._seed_stream = random.Random(seed)
         self._pending: dict[int, Request] = {}
         self._finished: dict[int, TextOutput | ImageOutput] = {}  # final outputs not yet returned (rejected too)
@@ -315,6 +317,14 @@ class Engine:
                 "raise num_kv_blocks / kv_cache_memory or lower n"
             )
 
+    def _check_blocks_fit(self, row: Sequence) -> None:
+        """A bidirectional block runs in one step, so it must fit the step's token budget."""
+        budget = self.scheduler.config.max_num_batched_tokens
+        for a, b in row.spans:
+            if b - a > budget:
+                raise RequestError(f"an image block of {b - a} tokens exceeds max_num_batched_tokens={budget} "
+                                   "(it is computed in one step): raise max_num_batched_tokens")
+
     def submit_text(self, prompt, params: SamplingParams | None = None, *, priority: int = 0) -> int:
         """Queues a text request; returns its id (outputs come from :meth:`step` or :meth:`run`).
 
@@ -331,6 +341,7 @@ class Engine:
                 )
             max_out = min(params.max_tokens, self.max_model_len - len(ids))
             row = Sequence(ids, images=images, output_kind="text")
+            self._check_blocks_fit(row)
             request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out, priority=priority)
             request.eos_token_ids = () if self.spec.eos_token_id is None else (self.spec.eos_token_id,)
             attach_text_hooks(request, self.tokenizer, self.spec.text_vocab_size)

@@ -86,6 +86,7 @@ class ModelRunner:
         return embeds, torch.tensor(positions, dtype=torch.long, device=self.device)
 
     def _metadata(self, out: SchedulerOutput) -> AttentionMetadata:
+        spans = [item.seq.spans for item in out.rows]
         return AttentionMetadata.build(
             query_lens=[item.num_new_tokens for item in out.rows],
             seq_lens=[item.seq.num_computed_tokens + item.num_new_tokens for item in out.rows],
@@ -93,6 +94,7 @@ class ModelRunner:
             block_size=self.block_size,
             device=self.device,
             backend=self.attention_backend,
+            spans=spans if any(spans) else None,
         )
 
     # ---- the step -------------------------------------------------------------------------------
