@@ -153,6 +153,17 @@ class PromptProcessor:
             placed.append(ImageInput(start, length, image_content_hash(image), pixel_values, span))
         return placed
 
+    def flow_context(self, prompt) -> list[int]:
+        """A flow model's image prompt: str -> the model's generation template (its conditional context); token
+        ids (or {"prompt_token_ids": [...]}) -> as given."""
+        if isinstance(prompt, str):
+            return self._checked(self._tokenizer().encode(self._format().generation_prompt(prompt), add_bos=self.add_bos))
+        if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
+            prompt = prompt["prompt_token_ids"]
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            return self._checked(list(prompt))
+        raise RequestError(f"unsupported image prompt of type {type(prompt).__name__}: give a str or token ids")
+
     def image(self, prompt) -> list[int]:
         """str -> the model's image-generation template ending in <begin_of_image>; ids -> as given."""
         if isinstance(prompt, str):

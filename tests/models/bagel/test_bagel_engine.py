@@ -74,3 +74,58 @@ def test_prefix_cache_keys_an_image_block_by_its_image(bagel_tiny_path, ref, tok
             got.append([t for t in out.token_ids if t != ids.im_end])
             assert out.num_cached_tokens == (16 if more else 0)  # the same image: its blocks are reused
     assert got == expected
+
+
+LATENT_TOL = dict(rtol=1e-4, atol=1e-5)
+
+T2I_REQUESTS = [  # prompt, (height, width), ImageGenParams fields
+    ("A mountain lake at sunrise.", (64, 64), dict(n=3, cfg_scale=[3.0, 5.5, 8.0], num_timesteps=5)),  # 3-branch formula
+    ("Two red circles left of a blue square.", (32, 48),
+     dict(n=2, cfg_scale=[4.0, 1.0], cfg_img_scale=1.0, num_timesteps=7, cfg_interval=(0.0, 1.0),
+          cfg_renorm_type="channel", cfg_renorm_min=[0.5, 0.0])),
+    ("A mountain lake at sunrise.", (48, 32),
+     dict(n=1, cfg_scale=5.0, cfg_img_scale=2.0, num_timesteps=4, cfg_renorm_type="text_channel")),
+]
+
+
+def _noise(h, w, seed):  # the engine's documented initial noise: randn of a generator seeded with the image's seed
+    return torch.randn((h // 16) * (w // 16), 64, generator=torch.Generator().manual_seed(seed))
+
+
+def _reference_latents(ref, tok, prompt, size, fields, seeds):
+    settings = dict(num_timesteps=fields["num_timesteps"], cfg_interval=fields.get("cfg_interval", (0.4, 1.0)),
+                    cfg_renorm_type=fields.get("cfg_renorm_type", "global"), cfg_img_scale=fields.get("cfg_img_scale", 1.5))
+    scales = fields["cfg_scale"] if isinstance(fields["cfg_scale"], list) else [fields["cfg_scale"]] * fields["n"]
+    mins = fields.get("cfg_renorm_min", 0.0)
+    mins = mins if isinstance(mins, list) else [mins] * fields["n"]
+    ids = tok.encode(prompt, add_bos=False)
+    return [ref.interleave_inference([ids], noise=_noise(*size, s), image_shapes=size, cfg_text_scale=scale,
+                                     cfg_renorm_min=m, **settings) for scale, m, s in zip(scales, mins, seeds)]
+
+
+def test_engine_t2i_batched_requests_equal_reference(bagel_tiny_path, ref, tok):
+    from unicorn.engine.params import ImageGenParams
+
+    params, expected = [], []
+    for k, (prompt, size, fields) in enumerate(T2I_REQUESTS):
+        seeds = [100 * k + i for i in range(fields["n"])]
+        params.append(ImageGenParams(height=size[0], width=size[1], seed=seeds, **fields))
+        expected.append(_reference_latents(ref, tok, prompt, size, fields, seeds))
+    with Engine(bagel_tiny_path, block_size=8, num_kv_blocks=256) as engine:
+        ids = [engine.submit_image(T2I_REQUESTS[k][0], params[k]) for k in range(2)]
+        engine.step()  # both contexts prefill
+        engine.step()  # both run their first denoising step
+        ids.append(engine.submit_image(T2I_REQUESTS[2][0], params[2]))  # joins between steps
+        outs = engine.run()
+        steps = engine.stats.num_steps
+    for k, request_id in enumerate(ids):
+        out = outs[request_id]
+        assert out.error is None and out.finish_reasons == ["length"] * T2I_REQUESTS[k][2]["n"]
+        for i, exp in enumerate(expected[k]):
+            torch.testing.assert_close(out.latents[i], exp, **LATENT_TOL)
+        h, w = T2I_REQUESTS[k][1]
+        assert out.pixel_values.shape == (len(expected[k]), 3, h, w) and out.images[0].size == (w, h)
+    pixels = (outs[ids[1]].pixel_values[0] * 0.5 + 0.5).clamp(0, 1) * 255
+    torch.testing.assert_close(pixels, ref.decode_image(expected[1][0], 32, 48), rtol=1e-4, atol=1e-3)
+    # denoising steps of the three requests ran together (4 + 6 + 3 steps and 3 prefills)
+    assert steps == 1 + 6  # the longest request (6 steps) after the shared prefill step; C fits inside
