@@ -129,3 +129,40 @@ def test_engine_t2i_batched_requests_equal_reference(bagel_tiny_path, ref, tok):
     torch.testing.assert_close(pixels, ref.decode_image(expected[1][0], 32, 48), rtol=1e-4, atol=1e-3)
     # denoising steps of the three requests ran together (4 + 6 + 3 steps and 3 prefills)
     assert steps == 1 + 6  # the longest request (6 steps) after the shared prefill step; C fits inside
+
+
+def test_engine_t2i_preempted_and_next_to_text_equals_reference(bagel_tiny_path, ref, tok):
+    # A small KV pool: the text requests (priority 0) grow and preempt the flow request (priority 1) mid-way; it
+    # drops its blocks, keeps its latents and resumes at its step after recomputing its context.
+    from unicorn.engine.params import ImageGenParams
+
+    prompt, size, fields = T2I_REQUESTS[0]
+    fields = dict(fields, num_timesteps=16)  # still denoising when the text rows run out of blocks
+    seeds = [7, 8, 9]
+    expected = _reference_latents(ref, tok, prompt, size, fields, seeds)
+    texts = [_messages([], [f"Tell me a long story about {w}."]) for w in ("cats", "rivers", "the moon")]
+    text_params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    with Engine(bagel_tiny_path, block_size=8, num_kv_blocks=256) as engine:
+        expected_text = [o.token_ids for o in engine.generate(texts, text_params)]
+    with Engine(bagel_tiny_path, block_size=8, num_kv_blocks=24, image_row_fraction=1.0) as engine:
+        image_id = engine.submit_image(prompt, ImageGenParams(height=size[0], width=size[1], seed=seeds, **fields),
+                                       priority=1)
+        engine.step()
+        text_ids = [engine.submit_text(t, text_params) for t in texts]
+        outs = engine.run()
+        assert engine.stats.num_preemptions > 0
+    assert [outs[i].token_ids for i in text_ids] == expected_text
+    for got, exp in zip(outs[image_id].latents, expected):
+        torch.testing.assert_close(got, exp, **LATENT_TOL)
+
+
+def test_engine_flow_bad_input_is_one_line_error(bagel_tiny_path):
+    from unicorn.engine.params import ImageGenParams
+
+    with Engine(bagel_tiny_path, num_kv_blocks=64) as engine:
+        (odd,) = engine.generate_images(["a cat"], ImageGenParams(height=40, width=64, num_timesteps=3))
+        (large,) = engine.generate_images(["a cat"], ImageGenParams(height=512, width=64, num_timesteps=3))
+        (renorm,) = engine.generate_images(["a cat"], ImageGenParams(num_timesteps=3, cfg_renorm_type="pixel"))
+    assert "multiple of 16" in odd.error and "\n" not in odd.error
+    assert "latent_pos_embed" in large.error
+    assert "cfg_renorm_type" in renorm.error
