@@ -61,7 +61,8 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, cau
         k = k.repeat_interleave(num_heads // num_kv_heads, dim=1)
         v = v.repeat_interleave(num_heads // num_kv_heads, dim=1)
     mask = None
-    if causal and num_q > 1:
+    one_block = any(a <= num_k - num_q and b >= num_k for a, b in spans)  # every query in one block: no mask
+    if causal and num_q > 1 and not one_block:
         q_pos = torch.arange(num_k - num_q, num_k, device=q.device)
         k_pos = torch.arange(num_k, device=q.device)
         mask = q_pos[:, None] >= k_pos[None, :]
