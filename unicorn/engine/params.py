@@ -136,7 +136,7 @@ class ImageGenParams:
     ``decode=False`` skips the VQ decoder: the output carries ``image_tokens`` only (no pixels, no images).
 
     Flow-matching models (BAGEL; ``ImageOutput.latents`` holds the final latents): ``cfg_scale`` is the text
-    CFG scale (official ``cfg_text_scale``), ``temperature`` / ``top_k`` / ``top_p`` do not apply, and a seed
+    CFG scale (official ``cfg_text_scale``; its default here stays 5.0, the official one is 4.0), ``temperature`` / ``top_k`` / ``top_p`` do not apply, and a seed
     draws the initial noise (image ``i``: ``seed[i]`` with a list, else ``(seed, i)``). The other fields are
     theirs, with None meaning the model's default (BAGEL: the official ``gen_image`` T2I defaults, see
     unicorn.models.bagel_flow.FlowParams): ``height`` / ``width`` in pixels, ``num_timesteps``,
