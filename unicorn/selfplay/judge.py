@@ -11,6 +11,7 @@ from unicorn.engine.params import SamplingParams
 from unicorn.selfplay.recipe import Recipe
 from unicorn.selfplay.seeds import derive_seed
 
+EXPECTED_DIGITS = 4
 _SCORE_LINE = re.compile(r"score\s*[:=]\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.IGNORECASE)
 
 
@@ -102,6 +103,8 @@ def expected_score(sample, verdict: Verdict, decode) -> float | None:
                 return None
             top = max(candidates.values())
             weights = {v: math.exp(lp - top) for v, lp in candidates.items()}
-            return sum(v * w for v, w in weights.items()) / sum(weights.values())
+            # rounded: logprobs move by ~1e-9 with the batch a request shares (fp32 GEMMs of other shapes), and the
+            # recorded value must not make a resumed run's bytes differ
+            return round(sum(v * w for v, w in weights.items()) / sum(weights.values()), EXPECTED_DIGITS)
         pos += len(piece)
     return None
