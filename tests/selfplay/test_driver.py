@@ -113,3 +113,23 @@ def test_kill_9_then_resume_is_byte_identical(finished_run, tmp_path):
     assert any("resumed with 1 of 2 epochs" in line for line in logged), logged
     assert first.stat().st_mtime_ns == written  # the written epoch was not redone
     assert _files(out) == _files(reference)
+
+
+def test_cpr_rebuilds_with_another_recipe(finished_run, tmp_path):
+    out, summary = finished_run
+    from unicorn.selfplay.run import rebuild_cpr
+
+    same = rebuild_cpr(str(out), str(tmp_path / "same"), log=lambda *_: None)
+    assert (tmp_path / "same" / "data-00000.jsonl").read_bytes() == (out / "data-00000.jsonl").read_bytes()
+    assert same["cpr_counts"] == summary["cpr_counts"]
+    strict = tmp_path / "strict"
+    shutil.copytree(out / "recipe", strict)
+    cfg = json.loads((strict / "recipe.json").read_text())
+    cfg["thresholds"]["keep_min_best"] = 11 - 1  # only perfect prompts are kept
+    (strict / "recipe.json").write_text(json.dumps(cfg))
+    rebuilt = rebuild_cpr(str(out), str(tmp_path / "strict-out"), recipe_name=str(strict), log=lambda *_: None)
+    records = list(read_records(str(tmp_path / "strict-out")))  # every image the records use is there
+    assert all(r.score == 10 for r in records if r.kind == "t2i")
+    assert rebuilt["cpr_counts"]["t2i"] <= summary["cpr_counts"]["t2i"]
+    with pytest.raises(RunDirError, match="run directory itself"):
+        rebuild_cpr(str(out), str(out), log=lambda *_: None)

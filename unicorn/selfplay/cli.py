@@ -14,6 +14,12 @@ def cmd_selfplay(args) -> None:
              progress=not args.no_progress)
 
 
+def cmd_cpr(args) -> None:
+    from unicorn.selfplay.run import rebuild_cpr
+
+    rebuild_cpr(args.run_dir, args.out, recipe_name=args.recipe)
+
+
 def add_subparser(sub) -> None:
     p = sub.add_parser("selfplay", help="propose, draw, judge and build a CPR data set (resumable)")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the embedded toy-world model)")
@@ -29,3 +35,8 @@ def add_subparser(sub) -> None:
     p.add_argument("--num-kv-blocks", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_selfplay)
+    p = sub.add_parser("cpr", help="rebuild the CPR data set of a self-play run (other thresholds or mix: --recipe)")
+    p.add_argument("run_dir", help="a finished unicorn selfplay --out directory")
+    p.add_argument("--out", required=True, help="where the CPR data set goes (images hard-linked or copied)")
+    p.add_argument("--recipe", default=None, help="recipe name or directory (default: the run's own)")
+    p.set_defaults(func=cmd_cpr)

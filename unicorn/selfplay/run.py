@@ -3,13 +3,16 @@ data set and the summary from the completed epochs."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections import Counter
+from pathlib import Path
 
 from unicorn.cpr.schema import write_dataset
 from unicorn.selfplay.cpr_builder import build_records, select
 from unicorn.selfplay.driver import SelfPlayConfig, SelfPlayDriver
-from unicorn.selfplay.recipe import Recipe, load_recipe
-from unicorn.selfplay.store import RunDir, atomic_write_bytes, atomic_write_json, model_digest
+from unicorn.selfplay.recipe import RECIPE_FILES, Recipe, load_recipe
+from unicorn.selfplay.store import RunDir, RunDirError, atomic_write_bytes, atomic_write_json, model_digest
 
 
 def run_config(model_path: str, recipe: Recipe, cfg: SelfPlayConfig, device: str, dtype: str) -> dict:
@@ -27,6 +30,8 @@ def selfplay(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: st
     recipe = load_recipe(recipe_name)
     run = RunDir(out_dir)
     run.open(run_config(model_path, recipe, cfg, device, dtype))
+    for name in RECIPE_FILES:  # the run keeps the recipe that made it (unicorn cpr reads it back)
+        atomic_write_bytes(run.root / "recipe" / name, (Path(recipe.path) / name).read_bytes())
     with Engine(str(model_path), device=device, dtype=dtype, num_kv_blocks=num_kv_blocks, seed=cfg.seed) as engine:
         counters = SelfPlayDriver(engine, recipe, cfg, run, progress=progress, log=log).run()
     summary = finalize(run, recipe, cfg, source_model=str(model_path))
@@ -44,8 +49,11 @@ def iter_epochs(run: RunDir, cfg: SelfPlayConfig):
         yield run.read_epoch(k)
 
 
-def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str | None = None) -> dict:
-    """Rollouts table, CPR data set (rejection sampling by the recipe's rules) and summary.json from the epochs."""
+def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str | None = None,
+             dest: Path | None = None) -> dict:
+    """Rollouts table, CPR data set (rejection sampling by the recipe's rules) and summary.json from the epochs,
+    written into the run directory, or into ``dest`` (with the images the records use, hard-linked or copied)."""
+    dest = run.root if dest is None else Path(dest)
     selections, rollout_lines = [], []
     histogram, per_category, failures = Counter(), {}, Counter()
     parse_failures = 0
@@ -64,9 +72,13 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
             sel = select(recipe, cfg.seed, s["prompt_id"], s["category"], s["prompt"], s["rollouts"])
             cat["kept"] += sel.kept
             selections.append(sel)
-    atomic_write_bytes(run.root / "rollouts.jsonl", "".join(rollout_lines).encode())
+    atomic_write_bytes(dest / "rollouts.jsonl", "".join(rollout_lines).encode())
     records, candidates = build_records(recipe, cfg.seed, selections, cfg.num_prompts)
-    manifest = write_dataset(str(run.root), records, source_model=source_model, seed=cfg.seed,
+    if dest != run.root:
+        for record in records:
+            for ref in record.images().values():
+                _link_or_copy(run.root / ref.path, dest / ref.path)
+    manifest = write_dataset(str(dest), records, source_model=source_model, seed=cfg.seed,
                              config={"recipe": recipe.name, "recipe_digest": recipe.digest,
                                      "num_prompts": cfg.num_prompts, "epoch_size": cfg.epoch_size})
     last = run.read_epoch(cfg.num_epochs - 1)["after"]
@@ -82,7 +94,44 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
         "num_rollouts": len(rollout_lines), "parse_failures": parse_failures,
         "cpr_candidates": candidates, "cpr_counts": manifest.counts,
     }
-    atomic_write_json(run.root / "summary.json", summary)
+    atomic_write_json(dest / "summary.json", summary)
+    return summary
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def rebuild_cpr(run_dir: str, out_dir: str, recipe_name: str | None = None, log=print) -> dict:
+    """``unicorn cpr``: the CPR data set of a finished self-play run, rebuilt into ``out_dir`` by a recipe's rules
+    and mix (default: the run's own recipe; another one must have the same categories)."""
+    run = RunDir(run_dir)
+    run_file = run.root / "run.json"
+    if not run_file.is_file():
+        raise RunDirError(f"{run.root}: no run.json, not a self-play run directory")
+    config = json.loads(run_file.read_text())["config"]
+    cfg = SelfPlayConfig(config["num_prompts"], seed=config["seed"], epoch_size=config["epoch_size"])
+    missing = sorted(set(range(cfg.num_epochs)) - run.completed_epochs())
+    if missing:
+        raise RunDirError(f"{run.root}: epochs {missing[:5]} not written yet (resume the run with unicorn selfplay)")
+    recipe = load_recipe(recipe_name or run.root / "recipe")
+    run_recipe_categories = {s["category"] for s in run.read_epoch(0)["slots"]}
+    unknown = sorted(run_recipe_categories - set(recipe.categories))
+    if unknown:
+        raise RunDirError(f"recipe {recipe.name!r} lacks the run's categories {unknown}")
+    out = Path(out_dir)
+    if out.resolve() == run.root.resolve():
+        raise RunDirError(f"--out {out} is the run directory itself; choose another")
+    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise RunDirError(f"{out} is not empty and holds no CPR data set: choose another --out")
+    summary = finalize(run, recipe, cfg, source_model=config["model"], dest=out)
+    log(format_summary(summary))
     return summary
 
 

@@ -1,6 +1,7 @@
 """The self-play run directory: every file written atomically, completed epochs kept, another run's data refused.
 
     run.json                      what made the run (model, recipe digest, seed, sizes): a resume must match it
+    recipe/                       a copy of the recipe's files
     epochs/epoch-00000.json       one completed epoch: its slots, prompts, rollouts and judge replies
     images/00000/p000000-r0.png   every drawn image (epoch / prompt id / rollout)
     rollouts.jsonl                the rollouts table: every image with its settings, raw judge reply and score
