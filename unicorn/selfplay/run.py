@@ -120,7 +120,8 @@ def rebuild_cpr(run_dir: str, out_dir: str, recipe_name: str | None = None, log=
     missing = sorted(set(range(cfg.num_epochs)) - run.completed_epochs())
     if missing:
         raise RunDirError(f"{run.root}: epochs {missing[:5]} not written yet (resume the run with unicorn selfplay)")
-    recipe = load_recipe(recipe_name or run.root / "recipe")
+    own = run.root / "recipe"
+    recipe = load_recipe(recipe_name or (own if own.is_dir() else config["recipe"]))
     run_recipe_categories = {s["category"] for s in run.read_epoch(0)["slots"]}
     unknown = sorted(run_recipe_categories - set(recipe.categories))
     if unknown:
