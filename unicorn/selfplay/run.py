@@ -17,7 +17,7 @@ from unicorn.selfplay.store import RunDir, RunDirError, atomic_write_bytes, atom
 
 def run_config(model_path: str, recipe: Recipe, cfg: SelfPlayConfig, device: str, dtype: str) -> dict:
     """What must match for a directory to be resumed."""
-    return {"model": str(model_path), "model_digest": model_digest(model_path), "recipe": recipe.name,
+    return {"model": os.path.abspath(model_path), "model_digest": model_digest(model_path), "recipe": recipe.name,
             "recipe_digest": recipe.digest, "num_prompts": cfg.num_prompts, "epoch_size": cfg.epoch_size,
             "seed": cfg.seed, "device": str(device), "dtype": str(dtype)}
 
@@ -56,7 +56,7 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
     dest = run.root if dest is None else Path(dest)
     selections, rollout_lines = [], []
     histogram, per_category, failures = Counter(), {}, Counter()
-    parse_failures = 0
+    parse_failures, judge_errors, first_error = 0, 0, None
     for data in iter_epochs(run, cfg):
         for s in data["slots"]:
             cat = per_category.setdefault(s["category"], Counter())
@@ -69,6 +69,9 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
                 rollout_lines.append(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
                 histogram["unparsed" if r["score"] is None else str(r["score"])] += 1
                 parse_failures += r["score"] is None
+                if (r["judge_finish"] or "").startswith("error"):
+                    judge_errors += 1
+                    first_error = first_error or r["judge_finish"]
             sel = select(recipe, cfg.seed, s["prompt_id"], s["category"], s["prompt"], s["rollouts"])
             cat["kept"] += sel.kept
             selections.append(sel)
@@ -91,7 +94,8 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
         "failed_slots": dict(failures),
         "stopped_categories": last["stopped"],
         "score_histogram": {k: histogram[k] for k in [str(i) for i in range(11)] + ["unparsed"] if histogram[k]},
-        "num_rollouts": len(rollout_lines), "parse_failures": parse_failures,
+        "num_rollouts": len(rollout_lines), "parse_failures": parse_failures, "judge_errors": judge_errors,
+        "first_judge_error": first_error,
         "cpr_candidates": candidates, "cpr_counts": manifest.counts,
     }
     atomic_write_json(dest / "summary.json", summary)
@@ -139,7 +143,10 @@ def rebuild_cpr(run_dir: str, out_dir: str, recipe_name: str | None = None, log=
 def format_summary(summary: dict, timing: dict | None = None) -> str:
     lines = [f"selfplay: {summary['num_prompts']} of {summary['num_slots']} prompt slots drawn, "
              f"{summary['num_kept']} kept (acceptance {summary['acceptance_rate']:.1%}); "
-             f"{summary['num_rollouts']} images, {summary['parse_failures']} unparsed judge replies"]
+             f"{summary['num_rollouts']} images, {summary['parse_failures']} without a judge score"]
+    if summary["judge_errors"]:
+        lines.append(f"  {summary['judge_errors']} judge requests refused by the engine, e.g. "
+                     f"{summary['first_judge_error']}")
     lines.append("  per category (slots / prompts / kept): " + ", ".join(
         f"{c} {v.get('slots', 0)}/{v.get('prompts', 0)}/{v.get('kept', 0)}" for c, v in summary["per_category"].items()))
     lines.append("  scores: " + " ".join(f"{k}:{v}" for k, v in summary["score_histogram"].items()))
