@@ -34,11 +34,17 @@ def selfplay(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: st
         atomic_write_bytes(run.root / "recipe" / name, (Path(recipe.path) / name).read_bytes())
     with Engine(str(model_path), device=device, dtype=dtype, num_kv_blocks=num_kv_blocks, seed=cfg.seed) as engine:
         counters = SelfPlayDriver(engine, recipe, cfg, run, progress=progress, log=log).run()
+        stats = engine.stats
+        engine_stats = {"steps": stats.num_steps, "batched_tokens": stats.num_batched_tokens,
+                        "preemptions": stats.num_preemptions, "prefix_hit_tokens": stats.prefix_hit_tokens,
+                        "prefix_query_tokens": stats.prefix_query_tokens,
+                        "kv_blocks": engine.block_manager.num_blocks, "kernels": engine.kernels}
     summary = finalize(run, recipe, cfg, source_model=str(model_path))
     timing = {"wall_s": round(counters.image_s, 3), "images": counters.images, "judgements": counters.judgements,
               "proposals": counters.proposals,
               "images_per_s": round(counters.images / max(counters.image_s, 1e-9), 3),
-              "judge_requests_per_s": round(counters.judgements / max(counters.image_s, 1e-9), 3)}
+              "judge_requests_per_s": round(counters.judgements / max(counters.image_s, 1e-9), 3),
+              "engine": engine_stats}
     atomic_write_json(run.root / "timing.json", timing)
     log(format_summary(summary, timing))
     return summary
