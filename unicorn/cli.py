@@ -116,6 +116,7 @@ def _sampling(p: argparse.ArgumentParser, temperature: float) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """One argparse tree for every command; the stages with their own modules add their subparsers."""
+    from unicorn.selfplay import cli as selfplay_cli
     from unicorn.toyworld import cli as toyworld_cli
     from unicorn.training import cli as training_cli
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate_images)
     training_cli.add_subparser(sub)
     toyworld_cli.add_subparser(sub)
+    selfplay_cli.add_subparser(sub)
     return parser
 
 

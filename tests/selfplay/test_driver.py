@@ -1,0 +1,135 @@
+"""The self-play loop end to end on the embedded toy model (small N, few tokens): what it writes follows the
+recipe's rules, a foreign --out is refused, a judge that never scores is counted, and a run killed with SIGKILL
+resumes to a byte-identical directory without redoing its written epochs."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from unicorn.cpr.schema import read_records
+from unicorn.selfplay.driver import SelfPlayConfig
+from unicorn.selfplay.recipe import builtin_dir
+from unicorn.selfplay.run import selfplay
+from unicorn.selfplay.store import RunDir, RunDirError
+from unicorn.toyworld.model import default_model_path
+
+ROOT = Path(__file__).resolve().parents[2]
+N, EPOCH = 4, 2
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("selfplay") / "run"
+    summary = selfplay(str(default_model_path()), "toyworld", SelfPlayConfig(N, seed=0, epoch_size=EPOCH), str(out),
+                       progress=False, log=lambda *_: None)
+    return out, summary
+
+
+def _files(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "timing.json"}
+
+
+def test_run_follows_the_recipe(finished_run):
+    out, summary = finished_run
+    epochs = [json.loads((out / "epochs" / f"epoch-{k:05d}.json").read_text()) for k in range(N // EPOCH)]
+    slots = [s for e in epochs for s in e["slots"]]
+    assert [s["slot"] for s in slots] == list(range(N))
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    drawn = [s for s in slots if s["status"] == "done"]
+    assert len(rollouts) == 8 * len(drawn) == summary["num_rollouts"] and drawn
+    for r in rollouts:  # settings, raw reply and score recorded per image; the image exists
+        assert (out / r["image"]).is_file() and len(r["vq_codes"]) == 64
+        assert r["judge_raw"] is not None and {"cfg_scale", "seed", "temperature", "score"} <= set(r)
+    assert sorted({r["cfg_scale"] for r in rollouts})[0] == 3.0 and max(r["cfg_scale"] for r in rollouts) == 8.0
+    prompts = [s["prompt"] for s in drawn]
+    assert len(set(prompts)) == len(prompts)  # no duplicates
+    records = list(read_records(str(out)))
+    by_prompt = {}
+    for r in rollouts:
+        by_prompt.setdefault(r["prompt_id"], []).append(r["score"])
+    kept = {pid for pid, scores in by_prompt.items() if max(s for s in scores if s is not None) >= 7}
+    assert {int(r.id.split("-")[1]) for r in records if r.kind == "t2i"} == kept
+    for r in records:
+        if r.kind == "t2i":
+            assert r.score == max(s for s in by_prompt[int(r.id.split("-")[1])] if s is not None)
+        if r.kind == "reflection":
+            assert r.winner_score >= 9 and r.winner_score - r.loser_score >= 3
+    assert summary["num_kept"] == len(kept)
+    assert sum(summary["score_histogram"].values()) == len(rollouts)
+
+
+def test_foreign_out_is_refused(finished_run, tmp_path):
+    out, _ = finished_run
+    with pytest.raises(RunDirError, match="its seed is 0, this one's 1"):
+        selfplay(str(default_model_path()), "toyworld", SelfPlayConfig(N, seed=1, epoch_size=EPOCH), str(out),
+                 progress=False, log=lambda *_: None)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    from unicorn.cli import main
+
+    assert main(["selfplay", "--num-prompts", "4", "--out", str(other), "--no-progress"]) == 2
+    assert (other / "notes.txt").read_text() == "mine" and not (other / "run.json").exists()
+
+
+def test_a_judge_that_never_scores_is_counted_not_fatal(tmp_path):
+    recipe = tmp_path / "recipe"
+    shutil.copytree(builtin_dir() / "toyworld", recipe)
+    cfg = json.loads((recipe / "recipe.json").read_text())
+    cfg["judge"]["max_tokens"] = 2  # stops before "Score: N"
+    (recipe / "recipe.json").write_text(json.dumps(cfg))
+    summary = selfplay(str(default_model_path()), str(recipe), SelfPlayConfig(2, seed=0, epoch_size=2),
+                       str(tmp_path / "run"), progress=False, log=lambda *_: None)
+    assert summary["num_rollouts"] > 0 and summary["parse_failures"] == summary["num_rollouts"]
+    assert summary["num_kept"] == 0 and summary["cpr_counts"]["t2i"] == 0
+    assert summary["score_histogram"] == {"unparsed": summary["num_rollouts"]}
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_is_byte_identical(finished_run, tmp_path):
+    reference, _ = finished_run
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "unicorn.cli", "selfplay", "--num-prompts", str(N), "--epoch-size", str(EPOCH),
+           "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "epochs" / "epoch-00000.json"
+    while not first.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    written = first.stat().st_mtime_ns
+    logged = []
+    selfplay(str(default_model_path()), "toyworld", SelfPlayConfig(N, seed=0, epoch_size=EPOCH), str(out),
+             progress=False, log=logged.append)  # the same command, resumed in this process
+    assert any("resumed with 1 of 2 epochs" in line for line in logged), logged
+    assert first.stat().st_mtime_ns == written  # the written epoch was not redone
+    assert _files(out) == _files(reference)
+
+
+def test_cpr_rebuilds_with_another_recipe(finished_run, tmp_path):
+    out, summary = finished_run
+    from unicorn.selfplay.run import rebuild_cpr
+
+    same = rebuild_cpr(str(out), str(tmp_path / "same"), log=lambda *_: None)
+    assert (tmp_path / "same" / "data-00000.jsonl").read_bytes() == (out / "data-00000.jsonl").read_bytes()
+    assert same["cpr_counts"] == summary["cpr_counts"]
+    strict = tmp_path / "strict"
+    shutil.copytree(out / "recipe", strict)
+    cfg = json.loads((strict / "recipe.json").read_text())
+    cfg["thresholds"]["keep_min_best"] = 11 - 1  # only perfect prompts are kept
+    (strict / "recipe.json").write_text(json.dumps(cfg))
+    rebuilt = rebuild_cpr(str(out), str(tmp_path / "strict-out"), recipe_name=str(strict), log=lambda *_: None)
+    records = list(read_records(str(tmp_path / "strict-out")))  # every image the records use is there
+    assert all(r.score == 10 for r in records if r.kind == "t2i")
+    assert rebuilt["cpr_counts"]["t2i"] <= summary["cpr_counts"]["t2i"]
+    with pytest.raises(RunDirError, match="run directory itself"):
+        rebuild_cpr(str(out), str(out), log=lambda *_: None)

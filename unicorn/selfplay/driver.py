@@ -1,0 +1,345 @@
+"""The self-play driver: one loop over ``engine.step()`` that submits, routes each finished output to the next role
+and writes completed epochs. It is the only module that knows the order of the roles.
+
+Structure (deterministic whatever finishes first):
+- Prompt slots ``0 .. num_prompts-1`` are made in fixed-size epochs. An epoch's categories follow the target shares;
+  its few-shot demonstrations come from epochs at least two back (their best-judged prompts), so epoch ``e`` can
+  propose while epoch ``e-1`` draws and judges.
+- Proposals come back in rounds; a round is resolved in slot order against the pool of earlier prompts (exact and
+  near duplicates, rule checks); a rejected slot asks again (a new seed per attempt) up to ``max_attempts``. A
+  category with ``max_duplicates_in_row`` rejections in a row is stopped for the rest of the run.
+- An accepted prompt is drawn at once (all rollouts in one request); each image's judge request is queued the
+  moment the image exists.
+- An epoch is written when all its slots are done; a killed run redoes only unwritten epochs and, the structure
+  being deterministic, writes the same bytes (exact where the engine's logits are batch-invariant, as in fp32 on
+  CPU).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from unicorn.selfplay import judge as judge_role
+from unicorn.selfplay import proposer as proposer_role
+from unicorn.selfplay import solver as solver_role
+from unicorn.selfplay.recipe import Recipe
+from unicorn.selfplay.store import RunDir
+
+NUM_DEMONSTRATIONS = 4  # [ours] best earlier prompts kept per category as few-shot demonstrations
+IMAGE_PRIORITY, TEXT_PRIORITY = 1, 0  # judge and proposer requests go first: they are short and free memory
+
+
+@dataclass(frozen=True)
+class SelfPlayConfig:
+    num_prompts: int
+    seed: int = 0
+    epoch_size: int = 64
+
+    def __post_init__(self):
+        for name in ("num_prompts", "epoch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def num_epochs(self) -> int:
+        return math.ceil(self.num_prompts / self.epoch_size)
+
+
+@dataclass
+class Slot:
+    slot: int
+    category: str
+    attempt: int = 0
+    status: str = "proposing"  # proposing | drawing | judging | done | failed
+    reply: str | None = None  # the current attempt's proposer reply
+    prompt: str | None = None
+    attempts: list = field(default_factory=list)  # rejected proposals: {"text", "reason"}
+    reason: str | None = None  # why the slot failed
+    rollouts: list = field(default_factory=list)
+    pending_judges: int = 0
+
+    def to_dict(self) -> dict:
+        return {"slot": self.slot, "prompt_id": self.slot, "category": self.category, "status": self.status,
+                "prompt": self.prompt, "attempts": self.attempts, "reason": self.reason, "rollouts": self.rollouts}
+
+
+@dataclass
+class Epoch:
+    epoch: int
+    slots: list[Slot]
+    demonstrations: dict
+    outstanding: int = 0  # proposer requests in flight
+    proposing_done: bool = False
+    after: dict | None = None  # the allocation state once proposing resolved
+
+
+@dataclass
+class Counters:
+    proposals: int = 0
+    images: int = 0
+    judgements: int = 0
+    image_s: float = 0.0
+
+
+class SelfPlayDriver:
+    """Runs self-play for ``cfg`` into ``run`` with one engine (``unicorn.engine.llm_engine.Engine``)."""
+
+    def __init__(self, engine, recipe: Recipe, cfg: SelfPlayConfig, run: RunDir, progress: bool = False, log=print):
+        self.engine, self.recipe, self.cfg, self.run_dir, self.log = engine, recipe, cfg, run, log
+        self.pool = proposer_role.PromptPool(recipe.proposer.near_duplicate)
+        self.assigned: dict[str, int] = {}
+        self.active = list(recipe.categories)
+        self.in_row: dict[str, int] = {}
+        self.stopped: dict[str, int] = {}  # category -> slot at which it ran dry
+        self.best_by_epoch: dict[int, list] = {}  # epoch -> [(category, best score, prompt id, prompt)]
+        self.next_epoch = 0
+        self.inflight: dict[int, Epoch] = {}
+        self.complete: set[int] = set()
+        self.on_disk = run.completed_epochs()
+        self.requests: dict[int, tuple] = {}
+        self.counters = Counters()
+        self._pieces: dict[int, str] = {}
+        self.bars = _Bars(progress, cfg.num_prompts * recipe.solver.rollouts)
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def run(self) -> Counters:
+        start = time.perf_counter()
+        resumed = len(self.on_disk)
+        while len(self.complete) < self.cfg.num_epochs:
+            self._start_epochs()
+            if len(self.complete) == self.cfg.num_epochs:
+                break
+            if not self.engine.has_unfinished():
+                raise RuntimeError("self-play stalled: epochs in flight but no engine request queued")
+            for out in self.engine.step():
+                if out.finished:
+                    self._route(out)
+        self.bars.close()
+        self.counters.image_s = time.perf_counter() - start
+        if resumed:
+            self.log(f"selfplay: resumed with {resumed} of {self.cfg.num_epochs} epochs already written")
+        return self.counters
+
+    def _start_epochs(self) -> None:
+        while self.next_epoch < self.cfg.num_epochs:
+            k = self.next_epoch
+            previous = self.inflight.get(k - 1)
+            if previous is not None and not previous.proposing_done:
+                return
+            if k >= 2 and k - 2 not in self.complete:
+                return
+            self.next_epoch += 1
+            if k in self.on_disk:
+                self._load_epoch(k)
+            else:
+                self._begin_epoch(k)
+
+    # ---- epochs ---------------------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"assigned": dict(self.assigned), "active": list(self.active), "in_row": dict(self.in_row),
+                "stopped": dict(self.stopped)}
+
+    def _set_state(self, state: dict) -> None:
+        self.assigned, self.active = dict(state["assigned"]), list(state["active"])
+        self.in_row, self.stopped = dict(state["in_row"]), {k: int(v) for k, v in state["stopped"].items()}
+
+    def _load_epoch(self, k: int) -> None:
+        data = self.run_dir.read_epoch(k)
+        for s in data["slots"]:
+            if s["prompt"] is not None:
+                self.pool.add(s["category"], s["prompt"])
+        self._set_state(data["after"])
+        self.best_by_epoch[k] = [tuple(b) for b in data["best"]]
+        self.complete.add(k)
+        self.bars.update(images=sum(len(s["rollouts"]) for s in data["slots"]),
+                         judgements=sum(len(s["rollouts"]) for s in data["slots"]), proposals=len(data["slots"]))
+
+    def _begin_epoch(self, k: int) -> None:
+        first = k * self.cfg.epoch_size
+        n = min(self.cfg.epoch_size, self.cfg.num_prompts - first)
+        if self.active:
+            cats = proposer_role.allocate_categories(self.recipe, self.cfg.seed, k, first, n, self.assigned, self.active)
+        else:
+            cats = [next(iter(self.recipe.categories))] * n
+        epoch = Epoch(k, [Slot(first + i, c) for i, c in enumerate(cats)], self._demonstrations(k))
+        self.inflight[k] = epoch
+        for slot in epoch.slots:
+            if slot.category not in self.active:
+                slot.status, slot.reason = "failed", "category stopped"
+            else:
+                self._propose(epoch, slot)
+        if epoch.outstanding == 0:
+            self._resolve_round(epoch)
+
+    def _demonstrations(self, k: int) -> dict:
+        """Per category, the best-judged kept prompts of epochs <= k-2 (ties by prompt id)."""
+        keep = self.recipe.thresholds.keep_min_best
+        rows = [b for e, bs in self.best_by_epoch.items() if e <= k - 2 for b in bs if b[1] >= keep]
+        out: dict[str, list[str]] = {}
+        for category, _, _, prompt in sorted(rows, key=lambda b: (-b[1], b[2])):
+            if len(out.setdefault(category, [])) < NUM_DEMONSTRATIONS:
+                out[category].append(prompt)
+        return out
+
+    def _maybe_finish(self, epoch: Epoch) -> None:
+        if not epoch.proposing_done or any(s.status not in ("done", "failed") for s in epoch.slots):
+            return
+        best = []
+        for s in epoch.slots:
+            scores = [r["score"] for r in s.rollouts if r["score"] is not None]
+            if s.status == "done" and scores:
+                best.append((s.category, max(scores), s.slot, s.prompt))
+        self.run_dir.write_epoch(epoch.epoch, {"epoch": epoch.epoch, "slots": [s.to_dict() for s in epoch.slots],
+                                               "after": epoch.after, "demonstrations": epoch.demonstrations,
+                                               "best": best})
+        self.best_by_epoch[epoch.epoch] = best
+        self.complete.add(epoch.epoch)
+        del self.inflight[epoch.epoch]
+
+    # ---- proposer -------------------------------------------------------------------------------------------
+    def _propose(self, epoch: Epoch, slot: Slot) -> None:
+        examples = proposer_role.choose_examples(self.recipe, self.cfg.seed, slot.category, slot.slot,
+                                                 epoch.demonstrations.get(slot.category, []))
+        rid = self.engine.submit_text(proposer_role.proposer_request(self.recipe, slot.category, examples),
+                                      proposer_role.proposer_params(self.recipe, self.cfg.seed, slot.slot, slot.attempt),
+                                      priority=TEXT_PRIORITY)
+        self.requests[rid] = ("propose", epoch.epoch, slot)
+        epoch.outstanding += 1
+
+    def _on_proposal(self, epoch: Epoch, slot: Slot, out) -> None:
+        slot.reply = out.text if out.error is None else None
+        epoch.outstanding -= 1
+        self.counters.proposals += 1
+        self.bars.update(proposals=1)
+        if epoch.outstanding == 0:
+            self._resolve_round(epoch)
+
+    def _resolve_round(self, epoch: Epoch) -> None:
+        """Every reply of the round is in: accept or retry in slot order (deterministic)."""
+        p = self.recipe.proposer
+        for slot in epoch.slots:
+            if slot.status != "proposing":
+                continue
+            if slot.category not in self.active:
+                slot.status, slot.reason = "failed", "category stopped"
+                continue
+            prompt = proposer_role.parse_proposal(slot.reply, p.reply)
+            if prompt is None:
+                reason = "unparsed reply"
+            else:
+                reason = proposer_role.rule_violation(prompt, self.recipe.categories[slot.category].checks)
+                if reason is None:
+                    dup = self.pool.duplicate(slot.category, prompt)
+                    reason = None if dup is None else f"{dup} duplicate"
+            if reason is None:
+                self.pool.add(slot.category, prompt)
+                self.in_row[slot.category] = 0
+                slot.prompt, slot.status = prompt, "drawing"
+                self._draw(epoch, slot)
+                continue
+            slot.attempts.append({"text": slot.reply, "reason": reason})
+            self.in_row[slot.category] = self.in_row.get(slot.category, 0) + 1
+            if self.in_row[slot.category] >= p.max_duplicates_in_row and slot.category in self.active:
+                self.active.remove(slot.category)
+                self.stopped[slot.category] = slot.slot
+                self.log(f"selfplay: category {slot.category!r} stopped at slot {slot.slot}: "
+                         f"{p.max_duplicates_in_row} rejected proposals in a row (its prompt space ran dry)")
+            if slot.attempt + 1 < p.max_attempts and slot.category in self.active:
+                slot.attempt += 1
+            else:
+                slot.status, slot.reason = "failed", f"no usable proposal in {slot.attempt + 1} attempts"
+        for slot in epoch.slots:
+            if slot.status == "proposing":
+                self._propose(epoch, slot)
+        if epoch.outstanding == 0:
+            epoch.proposing_done = True
+            epoch.after = self._state()
+            self._maybe_finish(epoch)
+
+    # ---- solver and judge -----------------------------------------------------------------------------------
+    def _draw(self, epoch: Epoch, slot: Slot) -> None:
+        params = solver_role.solver_params(self.recipe, self.cfg.seed, slot.slot)
+        rid = self.engine.submit_image(self.recipe.render_solver(slot.category, slot.prompt), params,
+                                       priority=IMAGE_PRIORITY)
+        self.requests[rid] = ("draw", epoch.epoch, slot, solver_role.rollout_settings(params))
+
+    def _on_images(self, epoch: Epoch, slot: Slot, settings: list[dict], out) -> None:
+        if out.error is not None or not out.images:
+            slot.status, slot.reason = "failed", f"solver: {out.error or 'no images'}"
+            self._maybe_finish(epoch)
+            return
+        slot.status, slot.pending_judges = "judging", len(out.images)
+        for i, image in enumerate(out.images):
+            rel = self.run_dir.image_rel(epoch.epoch, slot.slot, i)
+            self.run_dir.write_image(rel, image)
+            slot.rollouts.append({"prompt_id": slot.slot, "rollout": i, "category": slot.category,
+                                  "prompt": slot.prompt, "image": rel, "vq_codes": out.image_tokens[i].tolist(),
+                                  **settings[i], "judge_raw": None, "score": None, "analysis": None, "form": None,
+                                  "expected_score": None, "judge_finish": None})
+            rid = self.engine.submit_text(judge_role.judge_request(self.recipe, slot.category, slot.prompt, image),
+                                          judge_role.judge_params(self.recipe, self.cfg.seed, slot.slot, i),
+                                          priority=TEXT_PRIORITY)
+            self.requests[rid] = ("judge", epoch.epoch, slot, i)
+        self.counters.images += len(out.images)
+        self.bars.update(images=len(out.images))
+
+    def _on_judgement(self, epoch: Epoch, slot: Slot, rollout: int, out) -> None:
+        row = slot.rollouts[rollout]
+        if out.error is not None:
+            row.update(judge_raw=None, judge_finish="error: " + out.error)
+        else:
+            sample = out.samples[0]
+            verdict = judge_role.parse_judgement(sample.text)
+            row.update(judge_raw=sample.text, score=verdict.score, analysis=verdict.analysis, form=verdict.form,
+                       judge_finish=sample.finish_reason,
+                       expected_score=judge_role.expected_score(sample, verdict, self._piece))
+        slot.pending_judges -= 1
+        self.counters.judgements += 1
+        self.bars.update(judgements=1)
+        if slot.pending_judges == 0:
+            slot.status = "done"
+            self._maybe_finish(epoch)
+
+    def _piece(self, token_id: int) -> str:
+        if token_id not in self._pieces:
+            self._pieces[token_id] = self.engine.tokenizer.decode([token_id], skip_special_tokens=False)
+        return self._pieces[token_id]
+
+    def _route(self, out) -> None:
+        entry = self.requests.pop(out.request_id, None)
+        if entry is None:
+            return  # not ours
+        kind, k, slot, *rest = entry
+        epoch = self.inflight[k]
+        if kind == "propose":
+            self._on_proposal(epoch, slot, out)
+        elif kind == "draw":
+            self._on_images(epoch, slot, rest[0], out)
+        else:
+            self._on_judgement(epoch, slot, rest[0], out)
+
+
+class _Bars:
+    """tqdm progress bars per role (proposals, images, judgements), or nothing."""
+
+    def __init__(self, enabled: bool, num_images: int):
+        self.bars = {}
+        if enabled:
+            from tqdm import tqdm
+
+            self.bars = {"proposals": tqdm(desc="propose", unit="req", position=0),
+                         "images": tqdm(desc="draw   ", unit="img", total=num_images, position=1),
+                         "judgements": tqdm(desc="judge  ", unit="req", total=num_images, position=2)}
+
+    def update(self, **counts) -> None:
+        for name, n in counts.items():
+            if name in self.bars and n:
+                self.bars[name].update(n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()

@@ -1,0 +1,109 @@
+"""The self-play run directory: every file written atomically, completed epochs kept, another run's data refused.
+
+    run.json                      what made the run (model, recipe digest, seed, sizes): a resume must match it
+    recipe/                       a copy of the recipe's files
+    epochs/epoch-00000.json       one completed epoch: its slots, prompts, rollouts and judge replies
+    images/00000/p000000-r0.png   every drawn image (epoch / prompt id / rollout)
+    rollouts.jsonl                the rollouts table: every image with its settings, raw judge reply and score
+    manifest.json, data-*.jsonl   the CPR data set (unicorn/cpr/schema.py), images referenced from images/
+    summary.json                  the run's figures (deterministic); timing.json: the wall-clock ones
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+RUN_FORMAT = "unicorn-selfplay"
+RUN_VERSION = 1
+
+
+class RunDirError(ValueError):
+    """An --out directory that holds something else, or another run's data."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode())
+
+
+def model_digest(model_path: str) -> str:
+    """config.json's bytes and every file's name and size (hashing the weights of a 7B model would take minutes)."""
+    root = Path(model_path)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root)}:{path.stat().st_size}\n".encode())
+        if path.name == "config.json":
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class RunDir:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @property
+    def epochs_dir(self) -> Path:
+        return self.root / "epochs"
+
+    def epoch_path(self, epoch: int) -> Path:
+        return self.epochs_dir / f"epoch-{epoch:05d}.json"
+
+    def image_rel(self, epoch: int, prompt_id: int, rollout: int) -> str:
+        return f"images/{epoch:05d}/p{prompt_id:06d}-r{rollout}.png"
+
+    def open(self, config: dict) -> bool:
+        """Creates the run or checks that ``root`` holds this same run; returns True when resuming. Leftover
+        temp files of a killed run are removed."""
+        run_file = self.root / "run.json"
+        if run_file.exists():
+            try:
+                found = json.loads(run_file.read_text())
+            except json.JSONDecodeError as err:
+                raise RunDirError(f"{run_file}: not valid JSON ({err.msg})") from None
+            if found.get("format") != RUN_FORMAT:
+                raise RunDirError(f"{run_file}: not a unicorn self-play run")
+            old = found.get("config", {})
+            for key in sorted(set(old) | set(config)):
+                if old.get(key) != config.get(key):
+                    raise RunDirError(f"{self.root} holds another run (its {key} is {old.get(key)!r}, this one's "
+                                      f"{config.get(key)!r}): choose another --out")
+            for tmp in self.root.rglob(".tmp-*"):
+                tmp.unlink()
+            return True
+        if self.root.exists() and any(self.root.iterdir()):
+            raise RunDirError(f"{self.root} is not empty and holds no self-play run.json: choose another --out")
+        atomic_write_json(run_file, {"format": RUN_FORMAT, "version": RUN_VERSION, "config": config})
+        return False
+
+    def completed_epochs(self) -> set[int]:
+        if not self.epochs_dir.is_dir():
+            return set()
+        return {int(p.stem.split("-")[1]) for p in self.epochs_dir.glob("epoch-*.json")}
+
+    def write_epoch(self, epoch: int, data: dict) -> None:
+        atomic_write_json(self.epoch_path(epoch), data)
+
+    def read_epoch(self, epoch: int) -> dict:
+        return json.loads(self.epoch_path(epoch).read_text())
+
+    def write_image(self, rel: str, image) -> None:
+        import io
+
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        atomic_write_bytes(self.root / rel, buf.getvalue())
