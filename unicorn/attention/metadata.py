@@ -46,6 +46,10 @@ class AttentionMetadata:
     max_seq_len: int
     causal: bool = True
     backend: str = "torch"  # name in unicorn.attention.backend's registry; chosen once per engine
+    # Per sequence, bidirectional blocks [start, end) of its context (absolute positions) that reach into this
+    # step's queries: inside one, every token attends to every other (causal masking elsewhere). None: none.
+    # A block is computed in one step (the scheduler never splits one), or partly served by the prefix cache.
+    spans: list[list[tuple[int, int]]] | None = None
 
     @property
     def num_seqs(self) -> int:
@@ -66,8 +70,10 @@ class AttentionMetadata:
         device: torch.device | str = "cpu",
         causal: bool = True,
         backend: str = "torch",
+        spans: list[list[tuple[int, int]]] | None = None,
     ) -> "AttentionMetadata":
-        """Builds metadata from host lists (one entry per sequence)."""
+        """Builds metadata from host lists (one entry per sequence); ``spans`` as the field (empty lists and
+        blocks outside the queries are dropped)."""
         assert len(query_lens) == len(seq_lens) == len(block_tables)
         slots: list[int] = []
         for q_len, s_len, table in zip(query_lens, seq_lens, block_tables):
@@ -80,6 +86,12 @@ class AttentionMetadata:
         for q_len in query_lens:
             starts.append(starts[-1] + q_len)
         as_long = dict(dtype=torch.long, device=device)
+        if spans is not None:
+            assert len(spans) == len(query_lens)
+            spans = [[(a, b) for a, b in row if b > s_len - q_len and b - a > 1]
+                     for row, q_len, s_len in zip(spans, query_lens, seq_lens)]
+            if not any(spans):
+                spans = None
         return cls(
             slot_mapping=torch.tensor(slots, **as_long),
             query_start_loc=torch.tensor(starts, **as_long),
@@ -91,4 +103,5 @@ class AttentionMetadata:
             max_seq_len=max(seq_lens, default=0),
             causal=causal,
             backend=backend,
+            spans=spans,
         )

@@ -51,17 +51,25 @@ def gather_kv_ref(cache: KVCache, block_table: torch.Tensor, seq_len: int) -> tu
     return _dequantized(key, cache.k_scale, torch.float32), _dequantized(value, cache.v_scale, torch.float32)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
-    # q: [Lq, Hq, D]; k, v: [Lk, Hkv, D]; the queries are the last Lq positions of the Lk context.
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool,
+            spans: list[tuple[int, int]] = ()) -> torch.Tensor:
+    # q: [Lq, Hq, D]; k, v: [Lk, Hkv, D]; the queries are the last Lq positions of the Lk context. With causal
+    # masking, a query also sees the keys of its own bidirectional span.
     num_q, num_heads, _ = q.shape
     num_k, num_kv_heads, _ = k.shape
     if num_kv_heads != num_heads:
         k = k.repeat_interleave(num_heads // num_kv_heads, dim=1)
         v = v.repeat_interleave(num_heads // num_kv_heads, dim=1)
     mask = None
-    if causal and num_q > 1:
+    one_block = any(a <= num_k - num_q and b >= num_k for a, b in spans)  # every query in one block: no mask
+    if causal and num_q > 1 and not one_block:
         q_pos = torch.arange(num_k - num_q, num_k, device=q.device)
-        mask = q_pos[:, None] >= torch.arange(num_k, device=q.device)[None, :]
+        k_pos = torch.arange(num_k, device=q.device)
+        mask = q_pos[:, None] >= k_pos[None, :]
+        for a, b in spans:
+            in_q = (q_pos >= a) & (q_pos < b)
+            in_k = (k_pos >= a) & (k_pos < b)
+            mask |= in_q[:, None] & in_k[None, :]
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1).to(k.dtype), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask, scale=scale
     )
@@ -105,12 +113,14 @@ def paged_attention_ref(
     q: [T, Hq, D]; k, v: [T, Hkv, D] (new tokens, packed); returns [T, Hq, D] in q's dtype.
     """
     store_kv_ref(k, v, cache, meta.slot_mapping)
-    if meta.is_decode_only and meta.causal:
+    if meta.is_decode_only and meta.causal:  # a one-token query is the last position: spans change nothing
         return _decode_batched(q, cache, meta, scale).to(q.dtype)
     out = torch.empty_like(q)
     start = 0
     for i, (q_len, s_len) in enumerate(zip(meta.query_lens_cpu, meta.seq_lens_cpu)):
         key, value = gather_kv_ref(cache, meta.block_tables[i], s_len)
-        out[start : start + q_len] = _attend(q[start : start + q_len], key, value, scale, meta.causal).to(q.dtype)
+        spans = meta.spans[i] if meta.spans is not None else ()
+        out[start : start + q_len] = _attend(q[start : start + q_len], key, value, scale, meta.causal,
+                                             spans).to(q.dtype)
         start += q_len
     return out

@@ -2,7 +2,7 @@
 
 Pure Python (no torch): the model runner owns the tensors, this module only decides which block ids hold
 which tokens. A full block's hash chains its parent's hash, its token ids, the content hashes of the images
-whose placeholders it covers, and whether its ids are prompt (text) or output (image-codebook) ids, so two
+whose placeholders (or bidirectional block, see ImageInput.span) it covers, and whether its ids are prompt (text) or output (image-codebook) ids, so two
 different images behind the same placeholder ids, or text id 5 and image code 5, never share a block.
 
 A block's hash is published as soon as a scheduled row will have computed it in full after the step
@@ -32,7 +32,7 @@ def hash_block(parent_hash: int | None, token_ids: tuple[int, ...], extra: tuple
 
 def block_extra_keys(seq: Sequence, start: int, end: int) -> tuple:
     """Keys beyond the token ids that make a block's content unique (see the module docstring)."""
-    images = tuple(img.content_hash for img in seq.images if img.offset < end and img.offset + img.length > start)
+    images = tuple(img.content_hash for img in seq.images if img.extent[0] < end and img.extent[1] > start)
     num_prompt_in_block = max(0, min(end, seq.num_prompt_tokens) - start)
     outputs = (seq.output_kind, num_prompt_in_block) if num_prompt_in_block < end - start else ()
     return images + outputs
@@ -213,7 +213,7 @@ class BlockManager:
         """Publishes the blocks that a scheduled row fills in full this step (its slots allocated), so rows
         admitted after it in the same step can attach them; the forward computes them before anyone reads
         them (every layer stores all rows' K/V before attention)."""
-        if not self.enable_prefix_caching:
+        if not self.enable_prefix_caching or not seq.cacheable:
             return
         published = self._register_full_blocks(seq, seq.num_computed_tokens + num_new_tokens)
         if published:
@@ -221,7 +221,7 @@ class BlockManager:
 
     def commit_computed(self, seq: Sequence) -> None:
         """After the forward: the sequence's full blocks are computed (registers any not yet published)."""
-        if not self.enable_prefix_caching:
+        if not self.enable_prefix_caching or not seq.cacheable:
             return
         self.pending.pop(seq.seq_id, None)  # what it published is now computed
         self._register_full_blocks(seq, seq.num_computed_tokens)

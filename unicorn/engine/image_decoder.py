@@ -155,7 +155,8 @@ class ImageDecoder:
     def _finish(self, jobs: list[tuple[Hashable, torch.Tensor]], context: contextvars.Context,
                 stream: Any = None) -> None:
         try:
-            codes = torch.cat([codes for _, codes in jobs])
+            # one job may carry any payload its decode takes (a flow request's latents), several are concatenated
+            codes = jobs[0][1] if len(jobs) == 1 else torch.cat([codes for _, codes in jobs])
             pixels = context.run(self._decode, codes)
             if stream is not None:
                 stream.synchronize()

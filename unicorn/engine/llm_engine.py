@@ -18,6 +18,7 @@ from unicorn.engine.outputs import ImageOutput, TextOutput, TextSample
 from unicorn.engine.params import ImageGenParams, SamplingParams
 from unicorn.engine.scheduler import Scheduler, SchedulerConfig
 from unicorn.engine.prompts import PromptProcessor, RequestError
+from unicorn.engine.sampler import sample_seed
 from unicorn.engine.sequence import Request, RequestKind, Sequence, new_request_id
 from unicorn.engine.stop import truncate_at_stop
 from unicorn.engine.text_hooks import attach_text_hooks
@@ -156,7 +157,9 @@ class Engine:
         )
         self.runner = ModelRunner(self.model, caches, block_size, kernels=self.kernels)
         self.prompts = PromptProcessor(self.spec, self.tokenizer, self.model.preprocess_images, model_path,
-                                       prompt_format=getattr(self.model, "prompt_format", None))
+                                       prompt_format=getattr(self.model, "prompt_format", None),
+                                       image_token_count=getattr(self.model, "image_token_count", None),
+                                       image_block_margin=getattr(self.model, "image_block_margin", None))
         self._seed_stream = random.Random(seed)
         self._pending: dict[int, Request] = {}
         self._finished: dict[int, TextOutput | ImageOutput] = {}  # final outputs not yet returned (rejected too)
@@ -171,6 +174,7 @@ class Engine:
                                     device=self.device)
         self._decoding: dict[int, ImageOutput] = {}  # image outputs waiting for their pixels
         self._to_decode: list[ImageOutput] = []  # finished in this step, handed to the decoder as one batch
+        self._flow_decode: dict = {}  # flow request id -> its FlowLatents, while in _to_decode
         weakref.finalize(self, self.decoder.close)
 
     def close(self) -> None:
@@ -315,6 +319,14 @@ class Engine:
                 "raise num_kv_blocks / kv_cache_memory or lower n"
             )
 
+    def _check_blocks_fit(self, row: Sequence) -> None:
+        """A bidirectional block runs in one step, so it must fit the step's token budget."""
+        budget = self.scheduler.config.max_num_batched_tokens
+        for a, b in row.spans:
+            if b - a > budget:
+                raise RequestError(f"an image block of {b - a} tokens exceeds max_num_batched_tokens={budget} "
+                                   "(it is computed in one step): raise max_num_batched_tokens")
+
     def submit_text(self, prompt, params: SamplingParams | None = None, *, priority: int = 0) -> int:
         """Queues a text request; returns its id (outputs come from :meth:`step` or :meth:`run`).
 
@@ -331,6 +343,7 @@ class Engine:
                 )
             max_out = min(params.max_tokens, self.max_model_len - len(ids))
             row = Sequence(ids, images=images, output_kind="text")
+            self._check_blocks_fit(row)
             request = Request(RequestKind.TEXT, params, self._seed(params.seed), [row], max_out, priority=priority)
             request.eos_token_ids = () if self.spec.eos_token_id is None else (self.spec.eos_token_id,)
             attach_text_hooks(request, self.tokenizer, self.spec.text_vocab_size)
@@ -344,6 +357,8 @@ class Engine:
         :meth:`submit_text`."""
         params = params or ImageGenParams()
         _check_priority(priority)
+        if getattr(self.model, "flow", None) is not None:
+            return self._submit_flow(prompt, params, priority)
         try:
             ids = self.prompts.image(prompt)
             if len(ids) + self.spec.num_image_tokens > self.max_model_len:
@@ -360,6 +375,32 @@ class Engine:
             self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.IMAGE, params, str(err))
+        return self._enqueue(request)
+
+    def _submit_flow(self, prompt, params: ImageGenParams, priority: int) -> int:
+        """A flow-matching model's image request (see unicorn.engine.flow): the prompt's context row, prefilled
+        once for the n rollouts, then denoising steps batched with every other request's."""
+        from unicorn.engine.flow import FlowState
+
+        try:
+            ids = self.prompts.flow_context(prompt)
+            if len(ids) >= self.max_model_len:
+                raise RequestError(f"prompt has {len(ids)} tokens but the context is {self.max_model_len} tokens")
+            try:
+                plan = self.model.flow.plan(params, params.n)
+            except ValueError as err:
+                raise RequestError(str(err)) from None
+            seed = self._seed(params.seed if params.seeds is None else params.seeds[0])
+            seeds = params.seeds if params.seeds is not None else [sample_seed(seed, i) for i in range(params.n)]
+            latents = [self.model.flow.initial_latents(plan, s) for s in seeds]
+            row = Sequence(ids, output_kind="text")
+            request = Request(RequestKind.FLOW, params, seed, [row], 0, priority=priority)
+            request.flow = FlowState(plan, latents)
+            self._check_blocks_fit(request.flow.query_row(row, 0, "cond"))
+            request.flow.query_rows.clear()
+            self._check_fits(request)
+        except RequestError as err:
+            return self._reject(RequestKind.FLOW, params, str(err))
         return self._enqueue(request)
 
     def _enqueue(self, request: Request) -> int:
@@ -515,6 +556,8 @@ class Engine:
                 records = request.rows[0].prompt_logprob_records
                 out.prompt_logprobs = [records.get(p) for p in range(len(prompt_ids))]
             return out
+        if request.kind is RequestKind.FLOW:
+            return self._flow_output(request, prompt_ids, reasons)
         codes = torch.tensor([_sample_tokens(request, i) for i in range(request.n)], dtype=torch.long)
         out = ImageOutput(request.request_id, prompt_ids, [], codes, num_cached_tokens=request.rows[0].num_cached_tokens,
                           finished=True, finish_reasons=list(reasons))
@@ -522,14 +565,29 @@ class Engine:
             self._to_decode.append(out)  # pixels come from the decoder (see _decode_finished)
         return out
 
+    def _flow_output(self, request: Request, prompt_ids: list[int], reasons: list) -> ImageOutput:
+        from unicorn.engine.flow import FlowLatents
+
+        latents = torch.stack([x.to(self.device) for x in request.flow.latents])
+        out = ImageOutput(request.request_id, prompt_ids, [], None, num_cached_tokens=request.rows[0].num_cached_tokens,
+                          finished=True, finish_reasons=list(reasons), latents=latents)
+        if "abort" not in reasons and request.params.decode:
+            self._to_decode.append(out)
+            self._flow_decode[request.request_id] = FlowLatents(request.flow.plan, latents)
+        return out
+
     def _decode_finished(self) -> None:
         """Hands this step's finished images to the decoder as one batch; their outputs wait in ``_decoding``
         until the pixels exist (at once with ``overlap_decode=False``)."""
-        jobs = [(out.request_id, out.image_tokens) for out in self._to_decode]
+        jobs = [(out.request_id, out.image_tokens) for out in self._to_decode if out.request_id not in self._flow_decode]
+        flow_jobs = [(out.request_id, self._flow_decode.pop(out.request_id)) for out in self._to_decode
+                     if out.request_id in self._flow_decode]
         for out in self._to_decode:
             self._decoding[out.request_id] = self._finished.pop(out.request_id)
         self._to_decode.clear()
         self.decoder.submit(jobs)
+        for job in flow_jobs:  # one batch each: flow images of different requests may differ in size
+            self.decoder.submit([job])
         self._collect_decoded(block=False)
 
     def _collect_decoded(self, block: bool) -> None:

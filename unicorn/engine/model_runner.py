@@ -56,17 +56,31 @@ class ModelRunner:
             spans.append((lo - start, hi - start, features[lo - image.offset : hi - image.offset]))
         return spans
 
-    def _embed(self, out: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    def _embed(self, out: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """The step's input embeddings, rope positions and the packed rows on the model's generation expert
+        (flow query rows' latent tokens; empty for models without one)."""
         ids: list[int] = []
         positions: list[int] = []
         is_image_code: list[bool] = []
         overrides: list[tuple[int, int, torch.Tensor]] = []
+        gen_rows: list[int] = []
+        queries: dict[tuple[int, int], tuple[torch.Tensor, range]] = {}  # (state id, rollout) -> query block
         for item in out.rows:
             seq, start = item.seq, item.seq.num_computed_tokens
             end = start + item.num_new_tokens
             base = len(ids)
             ids.extend(seq.token_ids[start:end])
             positions.extend(seq.positions(start, end))
+            if seq.flow_ref is not None:  # a denoising query: every branch of a rollout shares its embeddings
+                state, i, _ = seq.flow_ref
+                key = (id(state), i)
+                if key not in queries:
+                    queries[key] = self.model.flow.query_embeds(state.plan, state.step, state.latents[i])
+                embeds, gen = queries[key]
+                overrides.append((base, base + len(embeds), embeds))
+                gen_rows.extend(base + g for g in gen)
+                is_image_code.extend([False] * (end - start))
+                continue
             image_outputs = seq.output_kind == "image"
             is_image_code.extend(image_outputs and p >= seq.num_prompt_tokens for p in range(start, end))
             for lo, hi, feats in self._image_features(seq, start, end):
@@ -83,9 +97,10 @@ class ModelRunner:
             embeds[code_mask] = self.model.embed_image_tokens(ids_t[code_mask])
         for lo, hi, feats in overrides:
             embeds[lo:hi] = feats.to(embeds.dtype)
-        return embeds, torch.tensor(positions, dtype=torch.long, device=self.device)
+        return embeds, torch.tensor(positions, dtype=torch.long, device=self.device), gen_rows
 
     def _metadata(self, out: SchedulerOutput) -> AttentionMetadata:
+        spans = [item.seq.spans for item in out.rows]
         return AttentionMetadata.build(
             query_lens=[item.num_new_tokens for item in out.rows],
             seq_lens=[item.seq.num_computed_tokens + item.num_new_tokens for item in out.rows],
@@ -93,6 +108,7 @@ class ModelRunner:
             block_size=self.block_size,
             device=self.device,
             backend=self.attention_backend,
+            spans=spans if any(spans) else None,
         )
 
     # ---- the step -------------------------------------------------------------------------------
@@ -101,16 +117,37 @@ class ModelRunner:
     def execute(self, out: SchedulerOutput) -> dict[int, list[int | None]]:
         """Runs the step's forward and returns ``{request_id: [token per sample]}`` for sampling requests."""
         copy_blocks(self.kv_caches, out.block_copies)
-        embeds, positions = self._embed(out)
+        embeds, positions, gen_rows = self._embed(out)
         meta = self._metadata(out)
-        hidden = self.model.forward(embeds, positions, self.kv_caches, meta)
+        if gen_rows:
+            gen = torch.tensor(gen_rows, dtype=torch.long, device=self.device)
+            hidden = self.model.forward(embeds, positions, self.kv_caches, meta, gen_rows=gen)
+        else:
+            hidden = self.model.forward(embeds, positions, self.kv_caches, meta)
         self._record_prompt_logprobs(out, hidden)
+        if out.flow_steps:
+            self._denoise(out, hidden)
         last_index: dict[int, int] = {}
         end = 0
         for item in out.rows:
             end += item.num_new_tokens
             last_index[item.seq.seq_id] = end - 1
         return self._sample(out.sampling_requests, hidden, last_index)
+
+    def _denoise(self, out: SchedulerOutput, hidden: torch.Tensor) -> None:
+        """Advances each rollout of the step's flow requests by one step, from its branches' query rows."""
+        branches: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        base = 0
+        for item in out.rows:
+            if item.seq.flow_ref is not None:
+                state, i, branch = item.seq.flow_ref
+                branches.setdefault((id(state), i), {})[branch] = hidden[base : base + item.num_new_tokens]
+            base += item.num_new_tokens
+        for request in out.flow_steps:
+            state = request.flow
+            for i in range(request.n):
+                state.latents[i] = self.model.flow.update(state.plan, state.step, i, state.latents[i],
+                                                          branches[(id(state), i)])
 
     def _record_prompt_logprobs(self, out: SchedulerOutput, hidden: torch.Tensor) -> None:
         """For rows asking prompt logprobs: hidden at position p scores prompt token p + 1 (chunks included)."""
@@ -227,6 +264,8 @@ class ModelRunner:
         """VQ-decodes [N, num_image_tokens] codes to pixels, a few images at a time (full-resolution
         activations of many images at once cost more in memory traffic than they save)."""
         with torch.inference_mode():
+            if not isinstance(image_tokens, torch.Tensor):  # a flow request's final latents (FlowLatents)
+                return self.model.flow.decode(image_tokens.plan, image_tokens.latents.to(self.device))
             codes = image_tokens.to(self.device)
             return torch.cat([self.model.decode_image_tokens(codes[i : i + chunk]) for i in range(0, len(codes), chunk)])
 

@@ -61,3 +61,6 @@ class ImageOutput:
     finished: bool = True
     finish_reasons: list[str] = field(default_factory=list)
     pixel_values: Any = None  # None when not decoded (aborted, or decode=False)
+    # Flow-matching models (BAGEL): the final latents [n, num_latent_tokens, C] (image_tokens is None); "length"
+    # in finish_reasons means every denoising step ran.
+    latents: Any = None

@@ -86,7 +86,8 @@ class SamplingParams:
                              f"{type(self.json_schema).__name__}")
 
 
-_PER_SAMPLE = ("cfg_scale", "temperature", "top_k", "top_p", "seed")
+_PER_SAMPLE = ("cfg_scale", "temperature", "top_k", "top_p", "seed", "cfg_img_scale", "cfg_renorm_min")
+_FLOW_OPTIONAL = ("cfg_img_scale", "cfg_renorm_min")  # per-rollout fields that may be None (the model's default)
 
 
 def _is_number(value) -> bool:
@@ -97,6 +98,8 @@ def _check_image_value(name: str, value) -> None:
     """One value of an ImageGenParams field (``name`` may carry an index, e.g. "cfg_scale[3]")."""
     field_name = name.split("[")[0]
     owner = f"ImageGenParams.{name}"
+    if field_name in _FLOW_OPTIONAL and value is None and "[" not in name:
+        return
     if field_name == "seed":
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise ValueError(f"{owner} must be a non-negative integer or None, got {value!r}")
@@ -105,8 +108,10 @@ def _check_image_value(name: str, value) -> None:
             raise ValueError(f"{owner} must be an integer >= 0 (0 disables it), got {value!r}")
     elif not _is_number(value):
         raise ValueError(f"{owner} must be a number, got {value!r}")
-    elif field_name == "cfg_scale" and value < 0:
+    elif field_name in ("cfg_scale", "cfg_img_scale") and value < 0:
         raise ValueError(f"{owner} must be >= 0, got {value!r}")
+    elif field_name == "cfg_renorm_min" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{owner} must be in [0, 1], got {value!r}")
     elif field_name == "temperature" and value < 0:
         raise ValueError(f"{owner} must be >= 0 (0 means greedy), got {value!r}")
     elif field_name == "top_p" and not 0.0 < value <= 1.0:
@@ -129,6 +134,14 @@ class ImageGenParams:
     unconditional row) does; the request keeps unconditional rows when any scale differs from 1.0.
 
     ``decode=False`` skips the VQ decoder: the output carries ``image_tokens`` only (no pixels, no images).
+
+    Flow-matching models (BAGEL; ``ImageOutput.latents`` holds the final latents): ``cfg_scale`` is the text
+    CFG scale (official ``cfg_text_scale``; its default here stays 5.0, the official one is 4.0), ``temperature`` / ``top_k`` / ``top_p`` do not apply, and a seed
+    draws the initial noise (image ``i``: ``seed[i]`` with a list, else ``(seed, i)``). The other fields are
+    theirs, with None meaning the model's default (BAGEL: the official ``gen_image`` T2I defaults, see
+    unicorn.models.bagel_flow.FlowParams): ``height`` / ``width`` in pixels, ``num_timesteps``,
+    ``timestep_shift``, ``cfg_img_scale`` and ``cfg_renorm_min`` (a scalar or one value per image),
+    ``cfg_interval`` ((low, high]: the times at which CFG applies) and ``cfg_renorm_type``.
     """
 
     n: int = 1
@@ -138,6 +151,14 @@ class ImageGenParams:
     top_p: float | tuple[float, ...] = 1.0
     seed: int | None | tuple[int, ...] = None
     decode: bool = True
+    height: int | None = None
+    width: int | None = None
+    num_timesteps: int | None = None
+    timestep_shift: float | None = None
+    cfg_img_scale: float | tuple[float, ...] | None = None
+    cfg_interval: tuple[float, float] | None = None
+    cfg_renorm_min: float | tuple[float, ...] | None = None
+    cfg_renorm_type: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
@@ -157,6 +178,20 @@ class ImageGenParams:
                 _check_image_value(name, value)
         if not isinstance(self.decode, bool):
             raise ValueError(f"ImageGenParams.decode must be True or False, got {self.decode!r}")
+        for name in ("height", "width", "num_timesteps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"ImageGenParams.{name} must be a positive integer or None, got {value!r}")
+        if self.timestep_shift is not None and (not _is_number(self.timestep_shift) or self.timestep_shift <= 0):
+            raise ValueError(f"ImageGenParams.timestep_shift must be a number > 0 or None, got {self.timestep_shift!r}")
+        if self.cfg_interval is not None:
+            interval = self.cfg_interval
+            if (not isinstance(interval, (list, tuple)) or len(interval) != 2 or not all(map(_is_number, interval))
+                    or interval[0] > interval[1]):
+                raise ValueError(f"ImageGenParams.cfg_interval must be (low, high) with low <= high, got {interval!r}")
+            object.__setattr__(self, "cfg_interval", (float(interval[0]), float(interval[1])))
+        if self.cfg_renorm_type is not None and not isinstance(self.cfg_renorm_type, str):
+            raise ValueError(f"ImageGenParams.cfg_renorm_type must be a string or None, got {self.cfg_renorm_type!r}")
 
     def value(self, name: str, i: int):
         """Image ``i``'s value of the per-rollout field ``name``."""

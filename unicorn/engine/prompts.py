@@ -39,12 +39,23 @@ class PromptProcessor:
     ``prompt_format`` (the model's, with ``understanding_prompt`` and ``generation_prompt``) is needed only for
     str and messages prompts, the tokenizer likewise; token-id prompts need neither."""
 
-    def __init__(self, spec, tokenizer, preprocess_images: Callable, source: str, prompt_format=None) -> None:
+    def __init__(self, spec, tokenizer, preprocess_images: Callable, source: str, prompt_format=None,
+                 image_token_count: Callable | None = None, image_block_margin: tuple[int, int] | None = None) -> None:
         self.spec = spec
         self.tokenizer = tokenizer  # None: prompts must be token ids
         self.preprocess_images = preprocess_images
         self.source = source
         self.prompt_format = prompt_format  # None: prompts must be token ids
+        # Models whose images take a variable number of tokens give image_token_count(pixel_values) -> int
+        # (None: every image takes spec.num_image_tokens). Models with bidirectional image blocks give
+        # image_block_margin = (tokens before, tokens after) the placeholder run that belong to the block
+        # (its markers); see ImageInput.span.
+        self.image_token_count = image_token_count
+        self.image_block_margin = image_block_margin
+
+    @property
+    def add_bos(self) -> bool:
+        return getattr(self.prompt_format, "add_bos", True)
 
     def _checked(self, ids: list[int]) -> list[int]:
         if not ids:
@@ -57,17 +68,22 @@ class PromptProcessor:
         """str -> tokenized with BOS; list[int] or {"prompt_token_ids": [...]} -> as given;
         {"messages": [...]} -> the model's chat format, images expanded to their placeholders."""
         images: list = []
+        pixels = None
         if isinstance(prompt, dict) and "messages" in prompt:
             messages = prompt["messages"]
-            text = self._format().understanding_prompt(messages, self.spec.num_image_tokens, prompt.get("system_prompt"))
-            ids = self._tokenizer().encode(text, add_bos=True)
             images = [part["image"] for m in messages if not isinstance(m["content"], str)
                       for part in m["content"] if part.get("type") == "image"]
+            counts: int | list[int] = self.spec.num_image_tokens
+            if self.image_token_count is not None:  # the template expands each image to its own count
+                pixels = self._preprocess(images)
+                counts = [self.image_token_count(p) for p in pixels]
+            text = self._format().understanding_prompt(messages, counts, prompt.get("system_prompt"))
+            ids = self._tokenizer().encode(text, add_bos=self.add_bos)
         elif isinstance(prompt, dict) and "prompt_token_ids" in prompt:
             ids = [int(t) for t in prompt["prompt_token_ids"]]
             images = list(prompt.get("images", []))
         elif isinstance(prompt, str):
-            ids = self._tokenizer().encode(prompt, add_bos=True)
+            ids = self._tokenizer().encode(prompt, add_bos=self.add_bos)
         elif isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
             ids = list(prompt)
         else:
@@ -75,7 +91,7 @@ class PromptProcessor:
                 f"unsupported prompt of type {type(prompt).__name__}: give a str, a list of token ids, "
                 "{'prompt_token_ids': [...]} or {'messages': [...]}"
             )
-        return ids, self._place_images(self._checked(ids), images)
+        return ids, self._place_images(self._checked(ids), images, pixels)
 
     def _tokenizer(self):
         if self.tokenizer is None:
@@ -94,26 +110,59 @@ class PromptProcessor:
         except ValueError as err:
             raise RequestError(str(err)) from None
 
-    def _place_images(self, ids: list[int], images: list) -> list[ImageInput]:
+    def _preprocess(self, images: list) -> list:
+        if not images:
+            return []
+        try:
+            return list(self.preprocess_images(list(images)))
+        except ValueError as err:  # e.g. a tensor of the wrong shape or dtype
+            raise RequestError(str(err)) from None
+
+    def _place_images(self, ids: list[int], images: list, pixels: list | None = None) -> list[ImageInput]:
         spec = self.spec
         if images and spec.image_token_id is None:
             raise RequestError(f"{self.source} names no image_token_id in config.json: it cannot take images")
         starts = [i for i, t in enumerate(ids) if t == spec.image_token_id and (i == 0 or ids[i - 1] != t)]
         num_placeholders = sum(1 for t in ids if t == spec.image_token_id)
-        if len(starts) != len(images) or num_placeholders != len(images) * spec.num_image_tokens:
-            raise RequestError(
-                f"prompt has {num_placeholders} image placeholder tokens in {len(starts)} runs for {len(images)} "
-                f"images; each image needs one run of {spec.num_image_tokens}"
-            )
+        if self.image_token_count is None:
+            if len(starts) != len(images) or num_placeholders != len(images) * spec.num_image_tokens:
+                raise RequestError(
+                    f"prompt has {num_placeholders} image placeholder tokens in {len(starts)} runs for {len(images)} "
+                    f"images; each image needs one run of {spec.num_image_tokens}"
+                )
+        elif len(starts) != len(images):
+            raise RequestError(f"prompt has {len(starts)} runs of image placeholder tokens for {len(images)} images")
+        if not images:
+            return []
+        if pixels is None:
+            pixels = self._preprocess(images)
         placed = []
-        if images:
-            try:
-                pixels = self.preprocess_images(list(images))
-            except ValueError as err:  # e.g. a tensor of the wrong shape or dtype
-                raise RequestError(str(err)) from None
-            for start, image, pixel_values in zip(starts, images, pixels):
-                placed.append(ImageInput(start, spec.num_image_tokens, image_content_hash(image), pixel_values))
+        for k, (start, image, pixel_values) in enumerate(zip(starts, images, pixels)):
+            length = spec.num_image_tokens
+            if self.image_token_count is not None:
+                length = self.image_token_count(pixel_values)
+                run = next((j for j in range(start, len(ids)) if ids[j] != spec.image_token_id), len(ids)) - start
+                if run != length:
+                    raise RequestError(f"image {k} takes {length} placeholder tokens but its run in the prompt has {run}")
+            span = None
+            if self.image_block_margin is not None:
+                before, after = self.image_block_margin
+                span = (start - before, start + length + after)
+                if span[0] < 0 or span[1] > len(ids):
+                    raise RequestError(f"image {k}'s block (its markers around the placeholders) runs past the prompt")
+            placed.append(ImageInput(start, length, image_content_hash(image), pixel_values, span))
         return placed
+
+    def flow_context(self, prompt) -> list[int]:
+        """A flow model's image prompt: str -> the model's generation template (its conditional context); token
+        ids (or {"prompt_token_ids": [...]}) -> as given."""
+        if isinstance(prompt, str):
+            return self._checked(self._tokenizer().encode(self._format().generation_prompt(prompt), add_bos=self.add_bos))
+        if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
+            prompt = prompt["prompt_token_ids"]
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            return self._checked(list(prompt))
+        raise RequestError(f"unsupported image prompt of type {type(prompt).__name__}: give a str or token ids")
 
     def image(self, prompt) -> list[int]:
         """str -> the model's image-generation template ending in <begin_of_image>; ids -> as given."""

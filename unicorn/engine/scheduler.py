@@ -68,6 +68,7 @@ class SchedulerOutput:
     block_copies: list[tuple[int, int]] = field(default_factory=list)  # (src, dst), before the forward
     sampling_requests: list[Request] = field(default_factory=list)
     preempted: list[Request] = field(default_factory=list)
+    flow_steps: list[Request] = field(default_factory=list)  # flow requests whose rows run a denoising step
 
     @property
     def num_batched_tokens(self) -> int:
@@ -92,6 +93,7 @@ class Scheduler:
         # same step may read blocks they compute.
         self._in_flight: set[int] = set()
         self._abort_after_step: list[Request] = []
+        self._flow_step_scheduled = False  # whether this step holds a denoising step already
 
     def _key(self, request: Request) -> tuple[int, int]:
         return request.priority, self._arrival[request.request_id]
@@ -137,6 +139,11 @@ class Scheduler:
 
     def worst_case_blocks(self, request: Request) -> int:
         """Blocks the request could need at its longest if nothing were shared."""
+        if request.kind is RequestKind.FLOW:  # the context, then per query row its own blocks (CoW included)
+            bm, state = self.block_manager, request.flow
+            context = request.rows[0].num_prompt_tokens
+            own = bm.blocks_needed(context + state.num_query_tokens) - context // bm.block_size
+            return bm.blocks_needed(context) + request.n * state.plan.max_branches * own
         rows = request.max_rows()
         tokens = request.rows[0].num_prompt_tokens + request.max_output_tokens
         return rows * self.block_manager.blocks_needed(tokens)
@@ -152,7 +159,32 @@ class Scheduler:
 
     def _plan(self, request: Request, budget: int) -> tuple[list[ScheduledRow], bool] | None:
         """How many tokens each active row runs this step, and whether the request samples after it."""
-        rows = self.active_rows(request)
+        if request.kind is RequestKind.FLOW and request.rows[0].num_uncomputed_tokens == 0:
+            return self._plan_denoise(request, budget)
+        planned = self._plan_rows(self.active_rows(request), budget)
+        if planned is not None and request.kind is RequestKind.FLOW:
+            return planned[0], False  # the context computed: the denoising steps follow
+        return planned
+
+    def _plan_denoise(self, request: Request, budget: int) -> tuple[list[ScheduledRow], bool] | None:
+        """A flow request's next denoising step: a query row per branch of each rollout, all in this step.
+        A step larger than the budget runs when no other denoising step is in this one (else it never could)."""
+        from unicorn.engine.flow import COND
+
+        state, context = request.flow, request.rows[0]
+        wanted = [(i, b) for i in range(request.n) for b in state.plan.branches(state.step, i)]
+        if len(wanted) * state.num_query_tokens > budget and self._flow_step_scheduled:
+            return None
+        plan = []
+        for i, branch in wanted:
+            row = state.query_row(context, i, branch)
+            if branch == COND and not row.block_table:
+                self.block_manager.fork(context, row)  # shares the context's blocks
+            row.num_computed_tokens = state.prefix_length(row)  # the query block is recomputed every step
+            plan.append(ScheduledRow(row, state.num_query_tokens))
+        return plan, False
+
+    def _plan_rows(self, rows: list[Sequence], budget: int) -> tuple[list[ScheduledRow], bool] | None:
         remaining = [row.num_uncomputed_tokens for row in rows]
         if sum(remaining) <= budget:
             return [ScheduledRow(row, n) for row, n in zip(rows, remaining)], True
@@ -161,6 +193,8 @@ class Scheduler:
         plan: list[ScheduledRow] = []
         for row, n in zip(rows, remaining):
             take = min(n - 1, budget)  # no row completes unless all do
+            # never end a chunk inside a bidirectional block (its tokens must see each other)
+            take = row.span_break(row.num_computed_tokens + take) - row.num_computed_tokens
             if take > 0:
                 plan.append(ScheduledRow(row, take))
                 budget -= take
@@ -178,6 +212,10 @@ class Scheduler:
     def _free_rows(self, request: Request) -> None:
         for row in request.rows:
             self.block_manager.free(row)
+        if request.flow is not None:  # query rows are rebuilt at the next step (after a preemption)
+            for row in request.flow.query_rows.values():
+                self.block_manager.free(row)
+            request.flow.query_rows.clear()
 
     def _preempt(self, request: Request) -> None:
         """Drops the request's cache (recomputed on re-admission) and puts it first in its priority level."""
@@ -193,6 +231,7 @@ class Scheduler:
         out = SchedulerOutput()
         budget = self.config.max_num_batched_tokens
         self._release_aborted()  # a step scheduled but never updated: its aborted requests go now
+        self._flow_step_scheduled = False
 
         i = 0
         while i < len(self.running) and budget > 0:
@@ -233,15 +272,18 @@ class Scheduler:
         out.block_copies.extend(copies)
         if samples:
             out.sampling_requests.append(request)
+        if request.kind is RequestKind.FLOW and plan and plan[0].seq.flow_ref is not None:
+            out.flow_steps.append(request)
+            self._flow_step_scheduled = True
 
     def _seats_used(self) -> int:
         return sum(r.max_rows() for r in self.running)
 
     def _fits_image_reservation(self, request: Request) -> bool:
         """An image request is admitted only within its share of seats and (worst-case) KV blocks."""
-        running_images = [r for r in self.running if r.kind is RequestKind.IMAGE]
+        running_images = [r for r in self.running if r.is_image]
         fraction = self.config.image_row_fraction
-        if request.kind is not RequestKind.IMAGE or not running_images or fraction >= 1.0:
+        if not request.is_image or not running_images or fraction >= 1.0:
             return True  # a lone image request may always run, or it could never start
         seats = sum(r.max_rows() for r in running_images) + request.max_rows()
         blocks = sum(self.worst_case_blocks(r) for r in running_images) + self.worst_case_blocks(request)
@@ -263,7 +305,7 @@ class Scheduler:
         for request in list(self.waiting):
             if budget <= 0:
                 break
-            is_image = request.kind is RequestKind.IMAGE
+            is_image = request.is_image
             passes = [r for r, share_only in passed_over if is_image or not share_only]
             if any(r.num_times_bypassed >= config.max_bypass for r in passes):
                 break  # nothing may overtake a starved request any more
@@ -304,6 +346,17 @@ class Scheduler:
             item.seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.commit_computed(item.seq)
         finished: list[Request] = []
+        for request in out.flow_steps:
+            if request.status is not RequestStatus.RUNNING:
+                continue  # aborted during the step
+            request.flow.step += 1
+            if request.flow.done:
+                request.finish_reasons = ["length"] * request.n
+                request.status = RequestStatus.FINISHED
+                self.running.remove(request)
+                self._arrival.pop(request.request_id, None)
+                self._free_rows(request)
+                finished.append(request)
         for request in out.sampling_requests:
             if request.status is not RequestStatus.RUNNING:
                 continue

@@ -11,7 +11,8 @@ from unicorn.engine.params import ImageGenParams, SamplingParams
 
 class RequestKind(enum.Enum):
     TEXT = "text"
-    IMAGE = "image"
+    IMAGE = "image"  # image codes sampled token by token (Janus)
+    FLOW = "flow"  # image latents denoised step by step (BAGEL); see unicorn.engine.flow
 
 
 class RequestStatus(enum.Enum):
@@ -26,12 +27,23 @@ class ImageInput:
 
     ``content_hash`` identifies the pixels, so prefix caching never confuses two images behind the same
     placeholder ids; ``pixel_values`` are the preprocessed pixels the model encodes when those tokens run.
+
+    ``span``: for models whose image blocks are bidirectional (BAGEL), the row range ``[start, end)`` of the
+    whole block (its markers included): its tokens attend to each other in both directions, share one rope
+    position (the next token's position is that one + 1), and are always computed in the same step. None: the
+    placeholders are causal tokens with a position each (Janus).
     """
 
     offset: int
     length: int
     content_hash: int
     pixel_values: Any = None
+    span: tuple[int, int] | None = None
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """The rows whose K/V depend on the image: its span, else its placeholders."""
+        return self.span if self.span is not None else (self.offset, self.offset + self.length)
 
 
 _seq_counter = itertools.count()
@@ -70,6 +82,11 @@ class Sequence:
         self.max_cached_tokens: int | None = None
         self.prompt_logprobs: int | None = None
         self.prompt_logprob_records: dict[int, Any] = {}
+        # False for scratch rows whose K/V is rewritten every step (the queries of a denoising step): the prefix
+        # cache never registers their blocks.
+        self.cacheable = True
+        self.flow_ref: Any = None  # a denoising query row: (FlowState, rollout, branch); see unicorn.engine.flow
+        self._position_table: tuple[list[int], int] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -87,10 +104,36 @@ class Sequence:
     def num_uncomputed_tokens(self) -> int:
         return len(self.token_ids) - self.num_computed_tokens
 
-    def positions(self, start: int, end: int) -> range:
-        """RoPE positions of tokens [start, end). Identity for Janus; tracked apart from cache slots so
-        models whose image blocks share one position (BAGEL) can override it."""
-        return range(start, end)
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """Bidirectional blocks ``[start, end)`` of this row, in order (see :class:`ImageInput`)."""
+        return sorted(img.span for img in self.images if img.span is not None)
+
+    def span_break(self, end: int) -> int:
+        """The largest chunk end <= ``end`` that splits no bidirectional block."""
+        for a, b in self.spans:
+            if a < end < b:
+                return a
+        return end
+
+    def positions(self, start: int, end: int) -> range | list[int]:
+        """RoPE positions of tokens [start, end), tracked apart from cache slots: the slot index, except that a
+        bidirectional block shares one position and the positions after it continue from that one + 1."""
+        spans = self.spans
+        if not spans:
+            return range(start, end)
+        if self._position_table is None:  # positions up to the last block's end, and the one after it
+            table: list[int] = []
+            i = nxt = 0
+            for a, b in spans:
+                table.extend(range(nxt, nxt + a - i))
+                nxt += a - i
+                table.extend([nxt] * (b - a))
+                nxt, i = nxt + 1, b
+            self._position_table = (table, nxt)
+        table, nxt = self._position_table
+        n = len(table)
+        return [table[p] if p < n else nxt + p - n for p in range(start, end)]
 
     def fork(self, sample_index: int) -> "Sequence":
         """A copy sharing this row's tokens; the caller shares the blocks (see BlockManager.fork)."""
@@ -103,6 +146,7 @@ class Sequence:
             output_kind=self.output_kind,
         )
         child.num_computed_tokens = self.num_computed_tokens
+        child.cacheable = self.cacheable
         return child
 
     def __repr__(self) -> str:
@@ -151,6 +195,7 @@ class Request:
     sample_logprobs: list[list[Any]] = field(default_factory=list)
     pending_logprobs: dict[int, Any] = field(default_factory=dict)
     grammars: Any = None  # SamplingParams.json_schema: structured.SampleGrammars (a matcher per sample)
+    flow: Any = None  # RequestKind.FLOW: its unicorn.engine.flow.FlowState (rows = [the context row])
 
     @property
     def n(self) -> int:
@@ -181,7 +226,14 @@ class Request:
         return [i for i in range(self.n) if self.finish_reasons[i] is None]
 
     def max_rows(self) -> int:
+        if self.kind is RequestKind.FLOW:  # the context row and a query row per branch of each rollout
+            return 1 + self.n * self.flow.plan.max_branches
         return self.n * self.rows_per_sample
+
+    @property
+    def is_image(self) -> bool:
+        """An image request of either kind (both count against the scheduler's image share)."""
+        return self.kind in (RequestKind.IMAGE, RequestKind.FLOW)
 
     @property
     def is_finished(self) -> bool:

@@ -19,6 +19,13 @@ def triton_paged_attention(
     from unicorn.kernels.paged_attention import paged_decode, paged_varlen
     from unicorn.kernels.store_kv import store_kv
 
+    if meta.spans is not None and meta.max_query_len > 1:
+        # Bidirectional blocks next to causal rows (BAGEL): the varlen kernel masks one way for the whole step,
+        # so such steps take the reference.
+        from unicorn.attention.torch_ref import paged_attention_ref
+
+        return paged_attention_ref(q, k, v, cache, meta, scale)
+
     k_scale = float(getattr(cache, "k_scale", 1.0))
     v_scale = float(getattr(cache, "v_scale", 1.0))
     store_kv(k, v, cache.key, cache.value, meta.slot_mapping, k_scale, v_scale)

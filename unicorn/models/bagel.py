@@ -20,6 +20,7 @@ from torch import nn
 
 from unicorn.attention import AttentionMetadata, KVCache, paged_attention
 from unicorn.models.activations import get_activation
+from unicorn.models.bagel_chat import BAGEL_PROMPT_FORMAT
 from unicorn.models.bagel_config import TIMESTEP_FREQUENCY_DIM, BagelArch, LLMArch
 from unicorn.models.bagel_vae import FluxAutoEncoder
 from unicorn.models.bagel_vit import NaViT, flattened_positions, patchify
@@ -39,6 +40,7 @@ class BagelTokenIds:
     vision_start: int  # opens an image block
     vision_end: int  # closes an image block
     pad: int | None = None  # <|endoftext|>
+    image_pad: int | None = None  # <|image_pad|>: the engine's placeholder of an image's tokens in a prompt
 
 
 class Routing:
@@ -193,6 +195,9 @@ class BagelModel(nn.Module):
     side. Routing (``gen_rows``) and positions are the caller's: see the module docstring."""
 
     frozen_modules = ("vae",)  # the official fine-tuning freezes the VAE only
+    prompt_format = BAGEL_PROMPT_FORMAT  # the segments of interleave_inference (unicorn.models.bagel_chat)
+    # An image in a prompt is <|vision_start|> placeholders <|vision_end|>: one bidirectional block at one position.
+    image_block_margin = (1, 1)
 
     def __init__(self, arch: BagelArch, token_ids: BagelTokenIds, dtype: torch.dtype = torch.float32,
                  model_type: str = "bagel"):
@@ -209,6 +214,9 @@ class BagelModel(nn.Module):
         self.llm2vae = nn.Linear(hidden, arch.patch_latent_dim)
         self.latent_pos_embed = PositionTable(arch.max_latent_size, hidden)
         self.vae = FluxAutoEncoder(arch.vae)
+        from unicorn.models.bagel_generation import BagelFlowGeneration
+
+        self.flow = BagelFlowGeneration(self)  # the engine's flow requests (not a submodule)
         self.spec = ModelSpec(
             model_type=model_type,
             num_layers=llm.num_hidden_layers,
@@ -224,7 +232,7 @@ class BagelModel(nn.Module):
             bos_token_id=token_ids.im_start,
             eos_token_id=token_ids.im_end,
             pad_token_id=token_ids.pad,
-            image_token_id=None,
+            image_token_id=token_ids.image_pad,
             boi_token_id=token_ids.vision_start,
             eoi_token_id=token_ids.vision_end,
             dtype=dtype,
@@ -273,6 +281,44 @@ class BagelModel(nn.Module):
         h, w = height // self.arch.latent_downsample, width // self.arch.latent_downsample
         grid = latents.reshape(h, w, p, p, z).permute(4, 0, 2, 1, 3).reshape(1, z, h * p, w * p)
         return self.vae.decode(grid)[0]
+
+    # ---- the engine's image inputs (understanding: ViT tokens) ----------------------------------------------
+    def preprocess_images(self, images: list) -> list[torch.Tensor]:
+        """Images for the ViT path: normalized float tensors [3, H, W] (about [-1, 1], as the official ViT
+        transform gives) whose sides are multiples of the ViT patch and at most the position table; returned as
+        float32. (The official resize of arbitrary images is not implemented yet.)"""
+        vit = self.arch.vit
+        limit = self.arch.vit_max_num_patch_per_side * vit.patch_size
+        out = []
+        for k, image in enumerate(images):
+            if not isinstance(image, torch.Tensor):
+                raise ValueError(f"BAGEL image {k}: give a normalized float tensor [3, H, W], got {type(image).__name__}")
+            if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
+                raise ValueError(f"BAGEL image {k}: expected a float tensor [3, H, W], got {tuple(image.shape)} "
+                                 f"{image.dtype}")
+            h, w = image.shape[1:]
+            if h % vit.patch_size or w % vit.patch_size or max(h, w) > limit:
+                raise ValueError(f"BAGEL image {k}: {h}x{w} px; the ViT path needs sides that are multiples of "
+                                 f"{vit.patch_size} and at most {limit} px")
+            out.append(image.detach().float())
+        return out
+
+    def image_token_count(self, pixel_values: torch.Tensor) -> int:
+        """ViT tokens of one preprocessed image [3, H, W] (the markers of its block not counted)."""
+        p = self.arch.vit.patch_size
+        return (pixel_values.shape[1] // p) * (pixel_values.shape[2] // p)
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] (one size) -> the LM inputs of their ViT tokens [N, n, H]."""
+        return torch.stack(self.encode_vit(list(pixel_values)))
+
+    @staticmethod
+    def postprocess(pixel_values: torch.Tensor) -> list:
+        """Decoded pixels [N, 3, H, W] (about [-1, 1]) -> PIL images (the official decode_image's rounding)."""
+        import PIL.Image
+
+        images = ((pixel_values.float() * 0.5 + 0.5).clamp(0, 1) * 255).to(torch.uint8)
+        return [PIL.Image.fromarray(img.permute(1, 2, 0).cpu().numpy()) for img in images]
 
     # ---- language model -----------------------------------------------------------------------------------
     def forward_with(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attend: AttendFn,

@@ -26,6 +26,7 @@ EMA_FILE = "ema.safetensors"
 SPECIAL_TOKENS = dict(im_start="<|im_start|>", im_end="<|im_end|>", vision_start="<|vision_start|>",
                       vision_end="<|vision_end|>")
 PAD_TOKEN = "<|endoftext|>"
+IMAGE_PAD_TOKEN = "<|image_pad|>"  # the engine's image placeholder (Qwen2.5's tokenizer has it); optional
 _VIT_PATCH = "vit_model.vision_model.embeddings.patch_embedding.weight"
 _DROPPED = ("rotary_emb.inv_freq",)
 
@@ -73,7 +74,10 @@ def resolve_token_ids(tokenizer: Tokenizer, vocab_size: int, path: str) -> Bagel
             raise CheckpointError(f"{path}/tokenizer.json: {token!r} has id {value}, outside llm_config.json's "
                                   f"vocab_size {vocab_size}")
         ids[field] = value
-    return BagelTokenIds(**ids, pad=tokenizer.token_to_id(PAD_TOKEN))
+    image_pad = tokenizer.token_to_id(IMAGE_PAD_TOKEN)
+    if image_pad is not None and image_pad >= vocab_size:
+        image_pad = None  # no placeholder: the engine refuses image parts with a one-line error
+    return BagelTokenIds(**ids, pad=tokenizer.token_to_id(PAD_TOKEN), image_pad=image_pad)
 
 
 def read_bagel_arch(path: str) -> tuple[BagelArch, list[WeightShard]]:

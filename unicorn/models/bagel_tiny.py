@@ -145,7 +145,8 @@ def build_random_bagel(preset: str = "bagel-7b-mot", *, device="cpu", dtype=torc
     ``seed=None`` leaves the weights uninitialised (``torch.empty``), for timing only."""
     arch = arch_for_preset(preset)
     vocab = arch.llm.vocab_size
-    ids = token_ids or BagelTokenIds(im_start=vocab - 4, im_end=vocab - 3, vision_start=vocab - 2, vision_end=vocab - 1)
+    ids = token_ids or BagelTokenIds(im_start=vocab - 4, im_end=vocab - 3, vision_start=vocab - 2, vision_end=vocab - 1,
+                                     pad=vocab - 6, image_pad=vocab - 5)
     with torch.device("meta"):
         model = BagelModel(arch, ids, dtype=dtype)
     model = model.to(dtype=dtype).to_empty(device=device)

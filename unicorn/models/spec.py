@@ -11,9 +11,13 @@ class PromptFormat(Protocol):
     """A model family's prompt templates, reached through the model object (``model.prompt_format``), so the
     engine formats prompts without importing the family."""
 
-    def understanding_prompt(self, messages: list[dict], num_image_tokens: int, system_prompt: str | None = None) -> str:
+    # Optional ``add_bos = False``: prompts are tokenized without a leading BOS (BAGEL).
+
+    def understanding_prompt(self, messages: list[dict], num_image_tokens: int | list[int],
+                             system_prompt: str | None = None) -> str:
         """Chat messages (images as parts) -> the prompt text, each image expanded to ``num_image_tokens``
-        placeholders; tokenized with a leading BOS."""
+        placeholders (a list: one count per image, for models whose ``image_token_count`` varies); tokenized
+        with a leading BOS unless ``add_bos`` is False."""
 
     def generation_prompt(self, text: str) -> str:
         """A text-to-image prompt -> the prompt text ending in the begin-of-image tag; tokenized with a leading BOS."""
