@@ -33,7 +33,7 @@ JUDGE_TEMPLATE = (
     "Answer given: {given}\n"
     "Is the answer given correct? Reply with one line: Verdict: correct, or Verdict: wrong."
 )
-VERDICT = re.compile(r"verdict\W{0,3}\s*(correct|incorrect|wrong|right|yes|no)\b", re.I)
+VERDICT = re.compile(r"verdict\W{0,6}(correct|incorrect|wrong|right|yes|no)\b", re.I)
 
 
 @dataclass(frozen=True)
