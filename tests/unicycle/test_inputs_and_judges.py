@@ -135,3 +135,17 @@ def test_llm_judge_with_any_client():
     q = Question("a", "open", "How many?", "2")
     verdicts = LLMJudge(_Echo()).judge([Item("p", q, "ok"), Item("p", q, "2")])
     assert [v.score for v in verdicts] == [1.0, None]
+
+
+def test_plot_written_or_skipped_with_a_message(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from unicorn.unicycle.report import plot
+
+    report = {"set": "s", "overall": {"soft": 50.0, "hard": 25.0}, "categories": {"a": {"soft": 50.0, "hard": 25.0}}}
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert plot(report, tmp_path / "x.png") is False and not (tmp_path / "x.png").exists()
+    assert "matplotlib is not installed: no plot" in capsys.readouterr().out
+    monkeypatch.undo()
+    pytest.importorskip("matplotlib")
+    assert plot(report, tmp_path / "y.png") is True and (tmp_path / "y.png").read_bytes()[:4] == b"\x89PNG"
