@@ -1,7 +1,8 @@
 """The UniCycle report: report.json (every answer and verdict, scores overall and per category), report.md (a
 table) and scores.png (Soft and Hard per category; skipped with a message when matplotlib is missing).
 
-report.json holds nothing that changes between identical runs (no times, no paths outside the out dir)."""
+report.json holds nothing that changes between identical runs (no times, no host names), so a resumed run can be
+compared with an uninterrupted one byte for byte."""
 from __future__ import annotations
 
 import json
