@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     from unicorn.selfplay import cli as selfplay_cli
     from unicorn.toyworld import cli as toyworld_cli
     from unicorn.training import cli as training_cli
+    from unicorn.unicycle import cli as unicycle_cli
 
     parser = argparse.ArgumentParser(prog="unicorn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_cli.add_subparser(sub)
     toyworld_cli.add_subparser(sub)
     selfplay_cli.add_subparser(sub)
+    unicycle_cli.add_subparser(sub)
     return parser
 
 
