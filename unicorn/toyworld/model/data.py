@@ -3,7 +3,8 @@
 Per scene (all deterministic from ``"{seed}:{split}:{category}:{index}"``; pretraining uses split ``train``, the
 evaluation ``val`` or ``test``, whose prompt combinations no train scene contains: toyworld/splits.py):
     caption     clean render -> its prompt                                   (kind caption, default instruction)
-    questions   an image -> the oracle's answer to a UniCycle question        (kind caption, instruction = question)
+    questions   an image -> the oracle's answers to up to 8 UniCycle questions, one conversation per image
+                (kind caption: the first question as instruction, the rest as followups, every answer supervised)
     judgement   prompt + an image -> rubric reasoning + ``Score: N``          (kind judgement, oracle report)
     proposing   "propose a prompt in category X" -> prompt                     (kind text: no image)
     t2i         prompt -> VQ codes of the render (a quarter degraded); the trainer drops some prompts for CFG
@@ -14,6 +15,7 @@ the model's own drawings) and blanks. The model thus gets far more understanding
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from dataclasses import asdict, dataclass
@@ -40,7 +42,7 @@ VARIANT_WEIGHTS = (2, 2, 4, 2, 2, 2, 2, 2)
 class WorldDataConfig:
     scenes_per_category: int = 250
     judged_per_scene: int = 3
-    questions_per_scene: int = 2
+    questions_per_image: int = 8  # per judged image, asked in one conversation (the image's tokens are shared)
     t2i_fraction: float = 0.6  # of scenes that also give a text-to-image record
     t2i_degraded_fraction: float = 0.25  # of t2i targets drawn from a degraded render (noisier drawing data)
     propose_fraction: float = 0.3
@@ -60,11 +62,16 @@ def judgement_record(rid: str, item: "Item", image: ImageRef, report: OracleRepo
                            reasoning=judge_reasoning(report), score=report.score, provenance=provenance)
 
 
-def question_record(rid: str, item: "Item", q: Question, image: ImageRef, report: OracleReport, seed: int,
-                    provenance: dict) -> CaptionRecord:
-    """image + one of the scene's questions -> what the oracle reads in this image ("none" when it reads nothing)."""
-    return CaptionRecord(id=rid, category=item.category, prompt=report.answers[q.id] or "none", image=image,
-                         instruction=question_text(q), seed=seed, provenance={**provenance, "question": q.to_dict()})
+def question_record(rid: str, item: "Item", questions: list[Question], image: ImageRef, report: OracleReport,
+                    seed: int, provenance: dict) -> CaptionRecord:
+    """image + some of the scene's questions, asked in turn in one conversation -> what the oracle reads in this image
+    ("none" when it reads nothing)."""
+    first, rest = questions[0], questions[1:]
+    followups = tuple((question_text(q), report.answers[q.id] or "none") for q in rest) or None
+    extra = {"followups": [q.to_dict() for q in rest]} if rest else {}
+    return CaptionRecord(id=rid, category=item.category, prompt=report.answers[first.id] or "none", image=image,
+                         instruction=question_text(first), followups=followups, seed=seed,
+                         provenance={**provenance, "question": first.to_dict(), **extra})
 
 
 @dataclass
@@ -88,23 +95,32 @@ def make_item(category: str, index: int, seed: int, split: str, size: int = 64) 
     return Item(key, category, split, scene, prompt, make_questions(scene, rng), render_array(scene, size))
 
 
-def vq_roundtrip(vq, rgbs: list[np.ndarray], batch_size: int = 32) -> tuple[list[np.ndarray], list[list[int]]]:
-    """uint8 [S, S, 3] images -> (the VQ's reconstructions as uint8, their codes), in batches."""
-    recons, codes = [], []
-    with torch.no_grad():
-        for i in range(0, len(rgbs), batch_size):
-            pixels = torch.from_numpy(np.stack(rgbs[i : i + batch_size])).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-            ids = vq.encode(pixels)
-            out = ((vq.decode(ids).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            recons += list(out)
-            codes += ids.tolist()
-    return recons, codes
+def vq_roundtrip(vq, rgbs: list[np.ndarray]) -> tuple[list[np.ndarray], list[list[int]]]:
+    """uint8 [S, S, 3] images -> (the VQ's reconstructions as uint8, their codes)."""
+    codes = vq_codes(vq, rgbs)
+    return vq_decode(vq, codes), codes
 
 
 def vq_codes(vq, rgbs: list[np.ndarray], batch_size: int = 64) -> list[list[int]]:
+    """The codes of each image; identical images (many clean renders repeat across variants) are encoded once."""
+    digests = [hashlib.blake2b(rgb.tobytes(), digest_size=16).digest() for rgb in rgbs]
+    first = list({d: k for k, d in reversed(list(enumerate(digests)))}.values())
+    unique = [rgbs[k] for k in first]
     with torch.no_grad():
-        return [c for i in range(0, len(rgbs), batch_size) for c in vq.encode(
-            torch.from_numpy(np.stack(rgbs[i : i + batch_size])).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)).tolist()]
+        codes = [c for i in range(0, len(unique), batch_size) for c in vq.encode(
+            torch.from_numpy(np.stack(unique[i : i + batch_size])).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)).tolist()]
+    by_digest = dict(zip((digests[k] for k in first), codes))
+    return [by_digest[d] for d in digests]
+
+
+def vq_decode(vq, codes: list[list[int]], batch_size: int = 64) -> list[np.ndarray]:
+    """Codes -> the codec's images as uint8 [S, S, 3]."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(codes), batch_size):
+            pixels = vq.decode(torch.tensor(codes[i : i + batch_size]))
+            out += list(((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return out
 
 
 def variant_image(item: Item, variant: str, rng: random.Random, nrng: np.random.Generator, size: int) -> np.ndarray:
@@ -163,13 +179,14 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
                 degraded = rng.random() < cfg.t2i_degraded_fraction
                 target = corrupt.degrade(item.rgb, nrng, strength=1.0) if degraded else item.rgb
             scenes.append((index, item, rng, judged, propose, target))
-        # the VQ runs batched over the category: round trips for the vq variants, codes for the t2i targets
+        # the VQ runs once over the category: one encode of every distinct image (the vq variants' inputs and the t2i
+        # targets), one decode for the vq variants' round trips
         to_vq = [(i, j) for i, sc in enumerate(scenes) for j, (v, _) in enumerate(sc[3]) if v.startswith("vq")]
-        recons, _ = vq_roundtrip(vq, [scenes[i][3][j][1] for i, j in to_vq]) if to_vq else ([], [])
-        for (i, j), rgb in zip(to_vq, recons):
-            scenes[i][3][j] = (scenes[i][3][j][0], rgb)
         with_t2i = [i for i, sc in enumerate(scenes) if sc[5] is not None]
-        codes = dict(zip(with_t2i, vq_codes(vq, [scenes[i][5] for i in with_t2i]) if with_t2i else []))
+        encoded = vq_codes(vq, [scenes[i][3][j][1] for i, j in to_vq] + [scenes[i][5] for i in with_t2i])
+        for (i, j), rgb in zip(to_vq, vq_decode(vq, encoded[: len(to_vq)])):
+            scenes[i][3][j] = (scenes[i][3][j][0], rgb)
+        codes = dict(zip(with_t2i, encoded[len(to_vq):]))
 
         for i, (index, item, rng, judged, propose, target) in enumerate(scenes):
             rid = f"{category}-{index:05d}"
@@ -182,9 +199,9 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
                 provenance = {"source": "toyworld", "key": item.key, "variant": variant}
                 records.append(judgement_record(f"{rid}-jud{j}", item, ref, report, cfg.seed,
                                                 {**provenance, "oracle": report.raw_score}))
-                asked = rng.sample(item.questions, min(cfg.questions_per_scene, len(item.questions)))
-                for q in asked[: 1 + (j == 0)]:
-                    records.append(question_record(f"{rid}-q{j}{q.id}", item, q, ref, report, cfg.seed, provenance))
+                asked = rng.sample(item.questions, min(cfg.questions_per_image, len(item.questions)))
+                if asked:
+                    records.append(question_record(f"{rid}-q{j}", item, asked, ref, report, cfg.seed, provenance))
             if propose:
                 records.append(TextRecord(
                     id=f"{rid}-prop", category=category, prompt=item.prompt, instruction=propose_instruction(category),
@@ -199,8 +216,6 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
 
 
 def hash_key(key: str) -> int:
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
 
 
