@@ -5,18 +5,17 @@ import PIL.Image
 import torch
 
 from unicorn.cpr.schema import read_records
-from unicorn.models.janus_config import VQArch
 from unicorn.models.vq import VQModel
 from unicorn.toyworld.model.data import WorldDataConfig, build_world_dataset, make_item, vq_codes, vq_roundtrip
 from unicorn.toyworld.oracle import judge
-from unicorn.toyworld.pretrain import TEXT, VQ
+from unicorn.toyworld.pretrain import ModelArch
 from unicorn.toyworld.roles import question_text
 
 
 def _random_vq() -> VQModel:
     torch.manual_seed(0)
-    arch = VQArch(**{**VQ, "channel_multiplier": tuple(VQ["channel_multiplier"])}, projection_dim=TEXT["hidden_size"])
-    return VQModel(arch, grid=8).eval()
+    arch = ModelArch()
+    return VQModel(arch.vq_arch(), grid=arch.grid).eval()
 
 
 def test_vq_codes_deduplicate_identical_images_to_the_same_codes():
