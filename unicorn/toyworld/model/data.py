@@ -7,6 +7,11 @@ evaluation ``val`` or ``test``, whose prompt combinations no train scene contain
                 (kind caption: the first question as instruction, the rest as followups, every answer supervised)
     judgement   prompt + an image -> rubric reasoning + ``Score: N``          (kind judgement, oracle report)
     proposing   "propose a prompt in category X" -> prompt                     (kind text: no image)
+    rating      "rate this prompt for category X" -> valid? follows the rule? constraints, ``Score: N`` (kind text;
+                the scene's own prompt, another category's, or a garbled one the world cannot draw: labels by
+                construction, constraints = the number of the scene's questions)
+    reflection  a wrong or degraded image of the scene -> VQ codes of its clean render (kind reflection: the edit a
+                loser -> winner sample asks for)
     t2i         prompt -> VQ codes of the render (a quarter degraded); the trainer drops some prompts for CFG
 
 Judged and questioned images are varied so that answers depend on the pixels: the clean render, generator-like
@@ -24,17 +29,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unicorn.cpr.schema import CaptionRecord, ImageRef, JudgementRecord, T2IRecord, TextRecord, write_dataset
+from unicorn.cpr.schema import (
+    CaptionRecord, ImageRef, JudgementRecord, ReflectionRecord, T2IRecord, TextRecord, write_dataset,
+)
 from unicorn.toyworld import corrupt
 from unicorn.toyworld.oracle import OracleReport, judge
-from unicorn.toyworld.prompts import make_prompt
+from unicorn.toyworld.prompts import NUMBER_WORDS, make_prompt, sentence
 from unicorn.toyworld.questions import Question, make_questions
 from unicorn.toyworld.render import render_array
-from unicorn.toyworld.roles import propose_instruction, question_text, reasoning_vocabulary, rubric_reasoning
+from unicorn.toyworld.roles import (
+    propose_instruction, question_text, rate_instruction, rate_response, rating_vocabulary, reasoning_vocabulary,
+    rubric_reasoning,
+)
 from unicorn.toyworld.sampler import sample_scene
 from unicorn.toyworld.scene import CATEGORIES, PLAIN_BACKGROUNDS, Scene
 
 VARIANTS = ("clean", "degraded", "wrong", "wrong_degraded", "other", "vq", "vq_wrong", "blank")
+LOSER_VARIANTS = ("wrong", "wrong_degraded", "vq_wrong", "degraded")  # reflection sources: a visibly worse drawing
 VARIANT_WEIGHTS = (2, 2, 4, 2, 2, 2, 2, 2)
 
 
@@ -46,6 +57,8 @@ class WorldDataConfig:
     t2i_fraction: float = 0.6  # of scenes that also give a text-to-image record
     t2i_degraded_fraction: float = 0.25  # of t2i targets drawn from a degraded render (noisier drawing data)
     propose_fraction: float = 0.3
+    rate_fraction: float = 0.3  # of scenes that also give a prompt-rating record
+    reflection_fraction: float = 0.2  # of scenes with a wrong or degraded judged image that give a reflection record
     image_size: int = 64
     seed: int = 0
 
@@ -150,6 +163,33 @@ def variant_image(item: Item, variant: str, rng: random.Random, nrng: np.random.
     raise ValueError(variant)
 
 
+def rating_record(rid: str, item: Item, rng: random.Random, seed: int) -> TextRecord:
+    """A prompt to rate for the item's category, with labels known by construction: the scene's own prompt (valid,
+    follows the rule), a prompt the world wrote for another category (valid, does not), or a garbled one the world
+    cannot draw (its words shuffled, or a count beyond six)."""
+    source = rng.choices(("own", "other", "garbled"), weights=(2, 1, 1))[0]
+    prompt, valid, follows, constraints = item.prompt, True, True, len(item.questions)
+    if source == "other":
+        category = rng.choice([c for c in CATEGORIES if c != item.category])
+        scene = sample_scene(category, rng, item.split)
+        prompt, follows = make_prompt(scene, rng), False
+        constraints = len(make_questions(scene, rng))
+    elif source == "garbled":
+        words = prompt.rstrip(".").split()
+        numbers = [i for i, w in enumerate(words) if w.lower() in NUMBER_WORDS[1:7]]
+        if numbers and rng.random() < 0.5:
+            words[numbers[0]] = rng.choice(NUMBER_WORDS[7:])
+        else:
+            shuffled = words[:]
+            while len(set(words)) > 1 and shuffled == words:
+                rng.shuffle(shuffled)
+            words = shuffled
+        prompt, valid = sentence(" ".join(words).lower()), False
+    return TextRecord(id=rid, category=item.category, prompt=prompt, instruction=rate_instruction(item.category, prompt),
+                      response=rate_response(valid, follows, constraints), seed=seed,
+                      provenance={"source": "toyworld", "key": item.key, "role": "rate_prompt", "rated": source})
+
+
 class ImageWriter:
     def __init__(self, root: str):
         self.root = root
@@ -178,24 +218,32 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
             if rng.random() < cfg.t2i_fraction:
                 degraded = rng.random() < cfg.t2i_degraded_fraction
                 target = corrupt.degrade(item.rgb, nrng, strength=1.0) if degraded else item.rgb
-            scenes.append((index, item, rng, judged, propose, target))
-        # the VQ runs once over the category: one encode of every distinct image (the vq variants' inputs and the t2i
-        # targets), one decode for the vq variants' round trips
+            losers = [j for j, (v, _) in enumerate(judged) if v in LOSER_VARIANTS]
+            loser = losers[0] if losers and rng.random() < cfg.reflection_fraction else None
+            scenes.append((index, item, rng, judged, propose, target, loser))
+        # the VQ runs once over the category: one encode of every distinct image (the vq variants' inputs, the t2i
+        # targets, the reflection winners), one decode for the vq variants' round trips
         to_vq = [(i, j) for i, sc in enumerate(scenes) for j, (v, _) in enumerate(sc[3]) if v.startswith("vq")]
         with_t2i = [i for i, sc in enumerate(scenes) if sc[5] is not None]
-        encoded = vq_codes(vq, [scenes[i][3][j][1] for i, j in to_vq] + [scenes[i][5] for i in with_t2i])
+        with_reflection = [i for i, sc in enumerate(scenes) if sc[6] is not None]
+        encoded = vq_codes(vq, [scenes[i][3][j][1] for i, j in to_vq] + [scenes[i][5] for i in with_t2i]
+                           + [scenes[i][1].rgb for i in with_reflection])
         for (i, j), rgb in zip(to_vq, vq_decode(vq, encoded[: len(to_vq)])):
             scenes[i][3][j] = (scenes[i][3][j][0], rgb)
         codes = dict(zip(with_t2i, encoded[len(to_vq):]))
+        winner_codes = dict(zip(with_reflection, encoded[len(to_vq) + len(with_t2i):]))
 
-        for i, (index, item, rng, judged, propose, target) in enumerate(scenes):
+        for i, (index, item, rng, judged, propose, target, loser) in enumerate(scenes):
             rid = f"{category}-{index:05d}"
             clean = write(f"{rid}-clean", item.rgb)
             records.append(CaptionRecord(id=f"{rid}-cap", category=category, prompt=item.prompt, image=clean,
                                          seed=cfg.seed, provenance={"source": "toyworld", "key": item.key}))
+            refs, scores = [], []
             for j, (variant, rgb) in enumerate(judged):
                 ref = clean if variant == "clean" else write(f"{rid}-{j}-{variant}", rgb)
                 report = judge(item.scene, rgb, item.questions)
+                refs.append(ref)
+                scores.append(report.score)
                 provenance = {"source": "toyworld", "key": item.key, "variant": variant}
                 records.append(judgement_record(f"{rid}-jud{j}", item, ref, report, cfg.seed,
                                                 {**provenance, "oracle": report.raw_score}))
@@ -206,6 +254,16 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
                 records.append(TextRecord(
                     id=f"{rid}-prop", category=category, prompt=item.prompt, instruction=propose_instruction(category),
                     response=item.prompt, seed=cfg.seed, provenance={"source": "toyworld", "key": item.key, "role": "proposer"}))
+            if rng.random() < cfg.rate_fraction:
+                records.append(rating_record(f"{rid}-rate", item, rng, cfg.seed))
+            if loser is not None:
+                winner_score = judge(item.scene, item.rgb, item.questions).score
+                records.append(ReflectionRecord(
+                    id=f"{rid}-refl", category=category, prompt=item.prompt, loser_image=refs[loser],
+                    winner_image=ImageRef(vq_codes=tuple(winner_codes[i])), seed=cfg.seed,
+                    loser_score=min(scores[loser], winner_score), winner_score=winner_score,
+                    provenance={"source": "toyworld", "key": item.key, "loser_variant": judged[loser][0],
+                                "loser_oracle_score": scores[loser]}))
             if target is not None:
                 records.append(T2IRecord(id=f"{rid}-t2i", category=category, prompt=item.prompt, seed=cfg.seed,
                                          image=ImageRef(vq_codes=tuple(codes[i])),
@@ -229,4 +287,5 @@ def corpus_texts(cfg: WorldDataConfig, split: str = "train") -> list[str]:
             texts.append(item.prompt)
             texts += [question_text(q) + " " + q.answer for q in item.questions]
         texts.append(reasoning_vocabulary(category))
+    texts.append(rating_vocabulary())
     return texts
