@@ -61,6 +61,17 @@ class ModelArch:
                       projection_dim=self.text["hidden_size"])
 
 
+# Named sizes (bench/toyworld/codec.py measures their codecs): the shipped model's, and two codecs with more capacity,
+# either 4x the tokens (a 16x16 grid: 4x downsampling, so the understanding encoder takes 4 px patches, as Janus uses
+# one token count for both) or 8x the codes at the shipped 8x8 grid.
+ARCHS = {
+    "shipped": ModelArch(),
+    "grid16": ModelArch(vision={**VISION, "patch_size": 4},
+                        vq={**VQ, "num_embeddings": 1024, "channel_multiplier": [1, 2, 2]}),
+    "grid8-4096": ModelArch(vq={**VQ, "num_embeddings": 4096, "embed_dim": 16}),
+}
+
+
 @dataclass(frozen=True)
 class LMTrainConfig:
     steps: int = 8000  # 4000 gave a judge no better than chance at ranking its own drawings (bench README)
