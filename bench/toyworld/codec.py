@@ -62,7 +62,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="grid16", choices=sorted(ARCHS))
     p.add_argument("--steps", type=int, default=VQTrainConfig.steps)
-    p.add_argument("--codec", help="a trained codec (vq.safetensors) to measure instead of training one")
+    p.add_argument("--codec", help="a trained codec (vq.safetensors) to measure instead of training one (--steps then "
+                                    "records the steps it was trained with)")
     p.add_argument("--per-category", type=int, default=40)
     p.add_argument("--out", default="toyworld-codec")
     p.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "..", "results", "toyworld_codec.jsonl"))
@@ -83,7 +84,7 @@ def main() -> None:
         os.makedirs(args.out, exist_ok=True)
         save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, os.path.join(args.out, "vq.safetensors"))
     codecs = {args.arch: vq, "shipped": shipped_codec()}
-    config = {"arch": args.arch, "vq": arch.vq, "grid": arch.grid, "train": vars(train_cfg) if train_s else None,
+    config = {"arch": args.arch, "vq": arch.vq, "grid": arch.grid, "train": vars(train_cfg), "codec": args.codec,
               "per_category": args.per_category, "train_s": train_s, "torch_threads": torch.get_num_threads()}
     rows = []
     for name, codec in codecs.items():
