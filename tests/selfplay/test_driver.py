@@ -120,7 +120,8 @@ def test_cpr_rebuilds_with_another_recipe(finished_run, tmp_path):
     from unicorn.selfplay.run import rebuild_cpr
 
     same = rebuild_cpr(str(out), str(tmp_path / "same"), log=lambda *_: None)
-    assert (tmp_path / "same" / "data-00000.jsonl").read_bytes() == (out / "data-00000.jsonl").read_bytes()
+    for shard in json.loads((out / "manifest.json").read_text())["shards"]:
+        assert (tmp_path / "same" / shard).read_bytes() == (out / shard).read_bytes()
     assert same["cpr_counts"] == summary["cpr_counts"]
     strict = tmp_path / "strict"
     shutil.copytree(out / "recipe", strict)
@@ -133,3 +134,35 @@ def test_cpr_rebuilds_with_another_recipe(finished_run, tmp_path):
     assert rebuilt["cpr_counts"]["t2i"] <= summary["cpr_counts"]["t2i"]
     with pytest.raises(RunDirError, match="run directory itself"):
         rebuild_cpr(str(out), str(out), log=lambda *_: None)
+
+
+def test_a_cpr_build_killed_half_way_resumes_to_the_same_bytes(finished_run, tmp_path, monkeypatch):
+    """The data set of a run is streamed into shards: a crash part-way through leaves committed shards that the
+    re-run keeps, and the result is byte-identical to an uninterrupted build."""
+    from unicorn.cpr import shards
+    from unicorn.selfplay import run as run_mod
+    from unicorn.selfplay.recipe import load_recipe
+
+    out, _ = finished_run
+    monkeypatch.setattr(run_mod, "SHARD_SIZE", 2)
+    recipe, cfg = load_recipe(str(out / "recipe")), SelfPlayConfig(N, seed=0, epoch_size=EPOCH)
+    total = run_mod.finalize(RunDir(out), recipe, cfg, source_model="m", dest=tmp_path / "ref")["cpr_counts"]
+    real, added = shards.DatasetWriter.add, []
+    assert sum(total.values()) >= 4, total
+
+    def crashes(self, record):
+        if len(added) == sum(total.values()) // 2 + 1:
+            raise KeyboardInterrupt
+        added.append(record.id)
+        real(self, record)
+
+    monkeypatch.setattr(shards.DatasetWriter, "add", crashes)
+    with pytest.raises(KeyboardInterrupt):
+        run_mod.finalize(RunDir(out), recipe, cfg, source_model="m", dest=tmp_path / "resumed")
+    monkeypatch.setattr(shards.DatasetWriter, "add", real)
+    assert (tmp_path / "resumed" / ".cpr-progress").is_dir() and not (tmp_path / "resumed" / "manifest.json").exists()
+    run_mod.finalize(RunDir(out), recipe, cfg, source_model="m", dest=tmp_path / "resumed")
+    assert _files(tmp_path / "resumed") == _files(tmp_path / "ref")
+    from unicorn.cpr.shards import verify_dataset
+
+    assert verify_dataset(str(tmp_path / "ref")) == []

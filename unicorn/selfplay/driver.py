@@ -275,9 +275,10 @@ class SelfPlayDriver:
         slot.status, slot.pending_judges = "judging", len(out.images)
         for i, image in enumerate(out.images):
             rel = self.run_dir.image_rel(epoch.epoch, slot.slot, i)
-            self.run_dir.write_image(rel, image)
+            digest = self.run_dir.write_image(rel, image)
             slot.rollouts.append({"prompt_id": slot.slot, "rollout": i, "category": slot.category,
-                                  "prompt": slot.prompt, "image": rel, "vq_codes": out.image_tokens[i].tolist(),
+                                  "prompt": slot.prompt, "image": rel, "image_sha256": digest,
+                                  "vq_codes": out.image_tokens[i].tolist(),
                                   **settings[i], "judge_raw": None, "score": None, "analysis": None, "form": None,
                                   "expected_score": None, "judge_finish": None})
             rid = self.engine.submit_text(judge_role.judge_request(self.recipe, slot.category, slot.prompt, image),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
-from unicorn.cpr.schema import write_dataset
-from unicorn.selfplay.cpr_builder import build_records, select
+from unicorn.cpr.shards import DatasetWriter
+from unicorn.selfplay.cpr_builder import iter_records, plan_records, select
 from unicorn.selfplay.driver import SelfPlayConfig, SelfPlayDriver
 from unicorn.selfplay.recipe import RECIPE_FILES, Recipe, load_recipe
 from unicorn.selfplay.store import RunDir, RunDirError, atomic_write_bytes, atomic_write_json, model_digest
@@ -50,46 +51,76 @@ def selfplay(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: st
     return summary
 
 
+SHARD_SIZE = 10000  # CPR records per shard
+
+
 def iter_epochs(run: RunDir, cfg: SelfPlayConfig):
     for k in range(cfg.num_epochs):
         yield run.read_epoch(k)
 
 
+def _selections(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, on_slot=None):
+    """Every drawn prompt's rejection-sampling decision, epoch by epoch (one epoch in memory at a time)."""
+    for data in iter_epochs(run, cfg):
+        for s in data["slots"]:
+            if on_slot is not None:
+                on_slot(s)
+            if s["status"] == "done":
+                yield select(recipe, cfg.seed, s["prompt_id"], s["category"], s["prompt"], s["rollouts"])
+
+
 def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str | None = None,
              dest: Path | None = None) -> dict:
     """Rollouts table, CPR data set (rejection sampling by the recipe's rules) and summary.json from the epochs,
-    written into the run directory, or into ``dest`` (with the images the records use, hard-linked or copied)."""
+    written into the run directory, or into ``dest`` (with the images the records use, hard-linked or copied).
+
+    Streamed in two passes over the epoch files (counts and the rollouts table, then the chosen records into
+    per-kind Parquet shards, unicorn/cpr/shards.py), so memory does not grow with the number of prompts; a build
+    killed half-way resumes its committed shards."""
     dest = run.root if dest is None else Path(dest)
-    selections, rollout_lines = [], []
+    dest.mkdir(parents=True, exist_ok=True)
     histogram, per_category, failures = Counter(), {}, Counter()
-    parse_failures, judge_errors, first_error = 0, 0, None
-    for data in iter_epochs(run, cfg):
-        for s in data["slots"]:
+    totals = Counter()
+    first_error = None
+    fd, tmp = tempfile.mkstemp(dir=dest, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as table:
+
+        def on_slot(s):
+            nonlocal first_error
             cat = per_category.setdefault(s["category"], Counter())
             cat["slots"] += 1
             if s["status"] != "done":
                 failures[s["reason"]] += 1
-                continue
+                return
             cat["prompts"] += 1
             for r in s["rollouts"]:
-                rollout_lines.append(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+                table.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+                totals["rollouts"] += 1
                 histogram["unparsed" if r["score"] is None else str(r["score"])] += 1
-                parse_failures += r["score"] is None
+                totals["parse_failures"] += r["score"] is None
                 if (r["judge_finish"] or "").startswith("error"):
-                    judge_errors += 1
+                    totals["judge_errors"] += 1
                     first_error = first_error or r["judge_finish"]
-            sel = select(recipe, cfg.seed, s["prompt_id"], s["category"], s["prompt"], s["rollouts"])
-            cat["kept"] += sel.kept
-            selections.append(sel)
-    atomic_write_bytes(dest / "rollouts.jsonl", "".join(rollout_lines).encode())
-    records, candidates = build_records(recipe, cfg.seed, selections, cfg.num_prompts)
-    if dest != run.root:
-        for record in records:
+
+        def counted(selections):
+            for sel in selections:
+                per_category[sel.category]["kept"] += sel.kept
+                yield sel
+
+        plan = plan_records(recipe, cfg.seed, counted(_selections(run, recipe, cfg, on_slot)), cfg.num_prompts)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dest / "rollouts.jsonl")
+    writer = DatasetWriter(str(dest), shard_size=SHARD_SIZE, shard_format="parquet", per_kind=True)
+    for record in iter_records(recipe, cfg.seed, _selections(run, recipe, cfg), plan):
+        if dest != run.root:
             for ref in record.images().values():
-                _link_or_copy(run.root / ref.path, dest / ref.path)
-    manifest = write_dataset(str(dest), records, source_model=source_model, seed=cfg.seed,
-                             config={"recipe": recipe.name, "recipe_digest": recipe.digest,
-                                     "num_prompts": cfg.num_prompts, "epoch_size": cfg.epoch_size})
+                if ref.path is not None:
+                    _link_or_copy(run.root / ref.path, dest / ref.path)
+        writer.add(record)
+    manifest = writer.close(source_model=source_model, seed=cfg.seed,
+                            config={"recipe": recipe.name, "recipe_digest": recipe.digest,
+                                    "num_prompts": cfg.num_prompts, "epoch_size": cfg.epoch_size},
+                            extra_files={"rollouts": "rollouts.jsonl"})
     last = run.read_epoch(cfg.num_epochs - 1)["after"]
     drawn = sum(c["prompts"] for c in per_category.values())
     kept = sum(c["kept"] for c in per_category.values())
@@ -100,9 +131,9 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
         "failed_slots": dict(failures),
         "stopped_categories": last["stopped"],
         "score_histogram": {k: histogram[k] for k in [str(i) for i in range(11)] + ["unparsed"] if histogram[k]},
-        "num_rollouts": len(rollout_lines), "parse_failures": parse_failures, "judge_errors": judge_errors,
-        "first_judge_error": first_error,
-        "cpr_candidates": candidates, "cpr_counts": manifest.counts,
+        "num_rollouts": totals["rollouts"], "parse_failures": totals["parse_failures"],
+        "judge_errors": totals["judge_errors"], "first_judge_error": first_error,
+        "cpr_candidates": plan.candidates, "cpr_counts": manifest.counts,
     }
     atomic_write_json(dest / "summary.json", summary)
     return summary

@@ -4,8 +4,9 @@
     recipe/                       a copy of the recipe's files
     epochs/epoch-00000.json       one completed epoch: its slots, prompts, rollouts and judge replies
     images/00000/p000000-r0.png   every drawn image (epoch / prompt id / rollout)
-    rollouts.jsonl                the rollouts table: every image with its settings, raw judge reply and score
-    manifest.json, data-*.jsonl   the CPR data set (unicorn/cpr/schema.py), images referenced from images/
+    rollouts.jsonl                the rollouts table: every image with its settings, sha256, raw judge reply and score
+    manifest.json, data-*.parquet the CPR data set (unicorn/cpr/schema.py, shards.py): per-kind Parquet shards, the
+                                  sha256 of every shard, image and of rollouts.jsonl; images referenced from images/
     summary.json                  the run's figures (deterministic); timing.json: the wall-clock ones
 """
 from __future__ import annotations
@@ -101,9 +102,11 @@ class RunDir:
     def read_epoch(self, epoch: int) -> dict:
         return json.loads(self.epoch_path(epoch).read_text())
 
-    def write_image(self, rel: str, image) -> None:
+    def write_image(self, rel: str, image) -> str:
+        """Writes the PNG and returns its sha256 (the rollouts table records it)."""
         import io
 
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         atomic_write_bytes(self.root / rel, buf.getvalue())
+        return hashlib.sha256(buf.getvalue()).hexdigest()
