@@ -166,3 +166,33 @@ def test_a_cpr_build_killed_half_way_resumes_to_the_same_bytes(finished_run, tmp
     from unicorn.cpr.shards import verify_dataset
 
     assert verify_dataset(str(tmp_path / "ref")) == []
+
+
+@pytest.mark.slow
+def test_two_workers_under_torchrun_killed_then_resumed_equal_one_worker(finished_run, tmp_path):
+    """2 processes under torchrun (one engine each, gloo), SIGKILLed (the launcher and both workers) once the first
+    epoch part is written, then the same command again: every file of the run equals the one-worker run's
+    (run.json, which records the worker count, and timing.json aside)."""
+    reference, _ = finished_run
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "unicorn.cli",
+           "selfplay", "--num-prompts", str(N), "--epoch-size", str(EPOCH), "--out", str(out), "--no-progress",
+           "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    parts = out / "epochs" / "parts"
+    while not (parts.is_dir() and any(parts.glob("epoch-*.json"))) and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    killed_at = sorted(p.name for p in parts.glob("epoch-*.json"))
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert killed_at and not parts.exists()  # merged into epoch files by rank 0
+    assert json.loads((out / "run.json").read_text())["config"]["workers"] == 2
+    got, want = _files(out), _files(reference)
+    got.pop("run.json"), want.pop("run.json")
+    assert got.keys() == want.keys()
+    assert [k for k in got if got[k] != want[k]] == []

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from unicorn.cpr.shards import DatasetWriter
+from unicorn.selfplay import workers as workers_mod
 from unicorn.selfplay.cpr_builder import iter_records, plan_records, select
 from unicorn.selfplay.driver import SelfPlayConfig, SelfPlayDriver
 from unicorn.selfplay.recipe import RECIPE_FILES, Recipe, load_recipe
@@ -24,30 +25,66 @@ def run_config(model_path: str, recipe: Recipe, cfg: SelfPlayConfig, device: str
 
 
 def selfplay(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: str, *, device: str = "cpu",
-             dtype: str = "float32", num_kv_blocks: int | None = None, progress: bool = True, log=print) -> dict:
-    """Runs (or resumes) self-play into ``out_dir`` and returns the summary."""
+             dtype: str = "float32", num_kv_blocks: int | None = None, progress: bool = True, log=print,
+             workers: int | None = None) -> dict:
+    """Runs (or resumes) self-play into ``out_dir`` and returns the summary. Under torchrun every process runs
+    this with its own engine (``workers``, if given, must equal the world size); rank 0 merges the workers' epoch
+    parts and writes the data set, the same bytes as one worker's."""
     from unicorn.engine.llm_engine import Engine
 
+    rank, world = workers_mod.env_world()
+    if workers is not None and workers != world:
+        if world == 1:
+            raise ValueError(f"workers={workers}: start one process per worker under torchrun "
+                             f"(unicorn selfplay --workers {workers} does so itself)")
+        raise ValueError(f"workers={workers} but torchrun started {world} processes")
     recipe = load_recipe(recipe_name)
     run = RunDir(out_dir)
-    run.open(run_config(model_path, recipe, cfg, device, dtype))
-    for name in RECIPE_FILES:  # the run keeps the recipe that made it (unicorn cpr reads it back)
-        atomic_write_bytes(run.root / "recipe" / name, (Path(recipe.path) / name).read_bytes())
-    with Engine(str(model_path), device=device, dtype=dtype, num_kv_blocks=num_kv_blocks, seed=cfg.seed) as engine:
-        counters = SelfPlayDriver(engine, recipe, cfg, run, progress=progress, log=log).run()
-        stats = engine.stats
-        engine_stats = {"steps": stats.num_steps, "batched_tokens": stats.num_batched_tokens,
-                        "preemptions": stats.num_preemptions, "prefix_hit_tokens": stats.prefix_hit_tokens,
-                        "prefix_query_tokens": stats.prefix_query_tokens,
-                        "kv_blocks": engine.block_manager.num_blocks, "kernels": engine.kernels}
-    summary = finalize(run, recipe, cfg, source_model=str(model_path))
-    timing = {"wall_s": round(counters.image_s, 3), "images": counters.images, "judgements": counters.judgements,
-              "proposals": counters.proposals,
-              "images_per_s": round(counters.images / max(counters.image_s, 1e-9), 3),
-              "judge_requests_per_s": round(counters.judgements / max(counters.image_s, 1e-9), 3),
-              "engine": engine_stats}
-    atomic_write_json(run.root / "timing.json", timing)
-    log(format_summary(summary, timing))
+    config = run_config(model_path, recipe, cfg, device, dtype)
+    if world > 1:
+        config["workers"] = world  # its epoch parts are split by this world size
+    workers_mod.init(world)
+    try:
+        if rank == 0:
+            run.open(config)
+            for name in RECIPE_FILES:  # the run keeps the recipe that made it (unicorn cpr reads it back)
+                atomic_write_bytes(run.root / "recipe" / name, (Path(recipe.path) / name).read_bytes())
+        workers_mod.barrier(world)
+        if rank != 0:
+            run.open(config, clean=False)  # rank 0 removed the leftovers; ours may be in flight by now
+        quiet = rank != 0
+        with Engine(str(model_path), device=device, dtype=dtype, num_kv_blocks=num_kv_blocks,
+                    seed=cfg.seed) as engine:
+            counters = SelfPlayDriver(engine, recipe, cfg, run, progress=progress and not quiet,
+                                      log=(lambda *_: None) if quiet else log, rank=rank, world=world).run()
+            stats = engine.stats
+            engine_stats = {"steps": stats.num_steps, "batched_tokens": stats.num_batched_tokens,
+                            "preemptions": stats.num_preemptions, "prefix_hit_tokens": stats.prefix_hit_tokens,
+                            "prefix_query_tokens": stats.prefix_query_tokens,
+                            "kv_blocks": engine.block_manager.num_blocks, "kernels": engine.kernels}
+        everyone = workers_mod.gather({"counters": counters, "engine": engine_stats}, world)
+        if rank == 0:
+            if world > 1:
+                for k in range(cfg.num_epochs):
+                    run.merge_parts(k, world)
+                shutil.rmtree(run.parts_dir(), ignore_errors=True)
+            summary = finalize(run, recipe, cfg, source_model=str(model_path))
+            wall = max(e["counters"].image_s for e in everyone)
+            images = sum(e["counters"].images for e in everyone)
+            judgements = sum(e["counters"].judgements for e in everyone)
+            timing = {"wall_s": round(wall, 3), "images": images, "judgements": judgements,
+                      "proposals": counters.proposals, "workers": world,
+                      "images_per_s": round(images / max(wall, 1e-9), 3),
+                      "judge_requests_per_s": round(judgements / max(wall, 1e-9), 3), "engine": engine_stats}
+            if world > 1:
+                timing["engine_per_worker"] = [e["engine"] for e in everyone]
+            atomic_write_json(run.root / "timing.json", timing)
+            log(format_summary(summary, timing))
+        workers_mod.barrier(world)
+        if rank != 0:
+            summary = json.loads((run.root / "summary.json").read_text())
+    finally:
+        workers_mod.shutdown(world)
     return summary
 
 
