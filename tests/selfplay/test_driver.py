@@ -177,7 +177,7 @@ def test_two_workers_under_torchrun_killed_then_resumed_equal_one_worker(finishe
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "unicorn.cli",
            "selfplay", "--num-prompts", str(N), "--epoch-size", str(EPOCH), "--out", str(out), "--no-progress",
-           "--workers", "2"]
+           "--workers", "2", "--num-kv-blocks", "2048"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -191,6 +191,21 @@ def test_two_workers_under_torchrun_killed_then_resumed_equal_one_worker(finishe
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert killed_at and not parts.exists()  # merged into epoch files by rank 0
+    assert json.loads((out / "run.json").read_text())["config"]["workers"] == 2
+    got, want = _files(out), _files(reference)
+    got.pop("run.json"), want.pop("run.json")
+    assert got.keys() == want.keys()
+    assert [k for k in got if got[k] != want[k]] == []
+
+
+@pytest.mark.slow
+def test_two_ray_actors_equal_one_worker(finished_run, tmp_path):
+    """The same job as 2 Ray actors (one engine each): every file equals the one-worker run's (run.json aside)."""
+    pytest.importorskip("ray")
+    reference, _ = finished_run
+    out = tmp_path / "run"
+    selfplay(str(default_model_path()), "toyworld", SelfPlayConfig(N, seed=0, epoch_size=EPOCH), str(out),
+             progress=False, log=lambda *_: None, workers=2, backend="ray", num_kv_blocks=2048)
     assert json.loads((out / "run.json").read_text())["config"]["workers"] == 2
     got, want = _files(out), _files(reference)
     got.pop("run.json"), want.pop("run.json")

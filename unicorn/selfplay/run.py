@@ -26,65 +26,106 @@ def run_config(model_path: str, recipe: Recipe, cfg: SelfPlayConfig, device: str
 
 def selfplay(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: str, *, device: str = "cpu",
              dtype: str = "float32", num_kv_blocks: int | None = None, progress: bool = True, log=print,
-             workers: int | None = None) -> dict:
-    """Runs (or resumes) self-play into ``out_dir`` and returns the summary. Under torchrun every process runs
-    this with its own engine (``workers``, if given, must equal the world size); rank 0 merges the workers' epoch
-    parts and writes the data set, the same bytes as one worker's."""
-    from unicorn.engine.llm_engine import Engine
+             workers: int | None = None, backend: str = "torchrun") -> dict:
+    """Runs (or resumes) self-play into ``out_dir`` and returns the summary.
 
+    ``backend="torchrun"``: every process under torchrun runs this with its own engine (``workers``, if given, must
+    equal the world size). ``backend="ray"``: this process starts ``workers`` Ray actors, one engine each. Either
+    way the workers' epoch parts are merged and the data set written once, the same bytes as one worker's."""
+    if backend not in ("torchrun", "ray"):
+        raise ValueError(f"backend must be 'torchrun' or 'ray', got {backend!r}")
+    recipe = load_recipe(recipe_name)
+    run = RunDir(out_dir)
+    job = dict(model_path=model_path, recipe_name=recipe_name, cfg=cfg, out_dir=out_dir, device=device, dtype=dtype,
+               num_kv_blocks=num_kv_blocks)
+    if backend == "ray":
+        world = workers or 1
+        _open(run, _config(model_path, recipe, cfg, device, dtype, world), recipe)
+        everyone = workers_mod.run_ray_workers(job, world)
+        return _finish(run, recipe, cfg, model_path, everyone, world, log)
     rank, world = workers_mod.env_world()
     if workers is not None and workers != world:
         if world == 1:
             raise ValueError(f"workers={workers}: start one process per worker under torchrun "
-                             f"(unicorn selfplay --workers {workers} does so itself)")
+                             f"(unicorn selfplay --workers {workers} does so itself), or use backend='ray'")
         raise ValueError(f"workers={workers} but torchrun started {world} processes")
-    recipe = load_recipe(recipe_name)
-    run = RunDir(out_dir)
-    config = run_config(model_path, recipe, cfg, device, dtype)
-    if world > 1:
-        config["workers"] = world  # its epoch parts are split by this world size
     workers_mod.init(world)
     try:
         if rank == 0:
-            run.open(config)
-            for name in RECIPE_FILES:  # the run keeps the recipe that made it (unicorn cpr reads it back)
-                atomic_write_bytes(run.root / "recipe" / name, (Path(recipe.path) / name).read_bytes())
+            _open(run, _config(model_path, recipe, cfg, device, dtype, world), recipe)
         workers_mod.barrier(world)
-        if rank != 0:
-            run.open(config, clean=False)  # rank 0 removed the leftovers; ours may be in flight by now
         quiet = rank != 0
-        with Engine(str(model_path), device=device, dtype=dtype, num_kv_blocks=num_kv_blocks,
-                    seed=cfg.seed) as engine:
-            counters = SelfPlayDriver(engine, recipe, cfg, run, progress=progress and not quiet,
-                                      log=(lambda *_: None) if quiet else log, rank=rank, world=world).run()
-            stats = engine.stats
-            engine_stats = {"steps": stats.num_steps, "batched_tokens": stats.num_batched_tokens,
-                            "preemptions": stats.num_preemptions, "prefix_hit_tokens": stats.prefix_hit_tokens,
-                            "prefix_query_tokens": stats.prefix_query_tokens,
-                            "kv_blocks": engine.block_manager.num_blocks, "kernels": engine.kernels}
-        everyone = workers_mod.gather({"counters": counters, "engine": engine_stats}, world)
+        mine = work(**job, rank=rank, world=world, progress=progress and not quiet,
+                    log=(lambda *_: None) if quiet else log)
+        everyone = workers_mod.gather(mine, world)
         if rank == 0:
-            if world > 1:
-                for k in range(cfg.num_epochs):
-                    run.merge_parts(k, world)
-                shutil.rmtree(run.parts_dir(), ignore_errors=True)
-            summary = finalize(run, recipe, cfg, source_model=str(model_path))
-            wall = max(e["counters"].image_s for e in everyone)
-            images = sum(e["counters"].images for e in everyone)
-            judgements = sum(e["counters"].judgements for e in everyone)
-            timing = {"wall_s": round(wall, 3), "images": images, "judgements": judgements,
-                      "proposals": counters.proposals, "workers": world,
-                      "images_per_s": round(images / max(wall, 1e-9), 3),
-                      "judge_requests_per_s": round(judgements / max(wall, 1e-9), 3), "engine": engine_stats}
-            if world > 1:
-                timing["engine_per_worker"] = [e["engine"] for e in everyone]
-            atomic_write_json(run.root / "timing.json", timing)
-            log(format_summary(summary, timing))
+            summary = _finish(run, recipe, cfg, model_path, everyone, world, log)
         workers_mod.barrier(world)
         if rank != 0:
             summary = json.loads((run.root / "summary.json").read_text())
     finally:
         workers_mod.shutdown(world)
+    return summary
+
+
+def _config(model_path: str, recipe: Recipe, cfg: SelfPlayConfig, device: str, dtype: str, world: int) -> dict:
+    config = run_config(model_path, recipe, cfg, device, dtype)
+    if world > 1:
+        config["workers"] = world  # its epoch parts are split by this world size
+    return config
+
+
+def _open(run: RunDir, config: dict, recipe: Recipe) -> None:
+    """Creates or checks the run directory (once, before any worker starts)."""
+    run.open(config)
+    for name in RECIPE_FILES:  # the run keeps the recipe that made it (unicorn cpr reads it back)
+        atomic_write_bytes(run.root / "recipe" / name, (Path(recipe.path) / name).read_bytes())
+
+
+def work(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: str, *, device: str, dtype: str,
+         num_kv_blocks: int | None, rank: int, world: int, progress: bool = False, log=print) -> dict:
+    """One worker's share of an opened run, on its own engine: its counters and engine figures."""
+    from unicorn.engine.llm_engine import Engine
+
+    recipe = load_recipe(recipe_name)
+    run = RunDir(out_dir)  # opened by _open before any worker started
+    kv_memory = None
+    if num_kv_blocks is None and world > 1:  # the workers share the machine: each takes its share of one budget
+        import torch
+
+        from unicorn.engine.kv_cache import default_kv_budget
+
+        kv_memory = default_kv_budget(torch.device(device), 0.85) // world
+    with Engine(str(model_path), device=device, dtype=dtype, num_kv_blocks=num_kv_blocks, kv_cache_memory=kv_memory,
+                seed=cfg.seed) as engine:
+        counters = SelfPlayDriver(engine, recipe, cfg, run, progress=progress, log=log, rank=rank, world=world).run()
+        stats = engine.stats
+        engine_stats = {"steps": stats.num_steps, "batched_tokens": stats.num_batched_tokens,
+                        "preemptions": stats.num_preemptions, "prefix_hit_tokens": stats.prefix_hit_tokens,
+                        "prefix_query_tokens": stats.prefix_query_tokens,
+                        "kv_blocks": engine.block_manager.num_blocks, "kernels": engine.kernels}
+    return {"counters": counters, "engine": engine_stats}
+
+
+def _finish(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, model_path: str, everyone: list, world: int,
+            log) -> dict:
+    """After every worker is done: merge the parts, build the data set, write the timing."""
+    if world > 1:
+        for k in range(cfg.num_epochs):
+            run.merge_parts(k, world)
+        shutil.rmtree(run.parts_dir(), ignore_errors=True)
+    summary = finalize(run, recipe, cfg, source_model=str(model_path))
+    wall = max(e["counters"].image_s for e in everyone)
+    images = sum(e["counters"].images for e in everyone)
+    judgements = sum(e["counters"].judgements for e in everyone)
+    timing = {"wall_s": round(wall, 3), "images": images, "judgements": judgements,
+              "proposals": everyone[0]["counters"].proposals, "workers": world,
+              "images_per_s": round(images / max(wall, 1e-9), 3),
+              "judge_requests_per_s": round(judgements / max(wall, 1e-9), 3), "engine": everyone[0]["engine"]}
+    if world > 1:
+        timing["engine_per_worker"] = [e["engine"] for e in everyone]
+    atomic_write_json(run.root / "timing.json", timing)
+    log(format_summary(summary, timing))
     return summary
 
 

@@ -1,6 +1,7 @@
-"""Self-play on several workers: one engine per process under ``torchrun`` (CPU: the gloo backend), each drawing and
-judging the prompt ids ``== rank (mod world)`` (unicorn/selfplay/driver.py). torch.distributed here only starts the
-workers, waits for all of them and gathers their counters; epoch parts travel through the run directory."""
+"""Self-play on several workers, each with its own engine, drawing and judging the prompt ids ``== rank (mod world)``
+(unicorn/selfplay/driver.py): processes under ``torchrun`` (CPU: the gloo backend), or Ray actors when Ray is
+installed. torch.distributed / Ray here only start the workers, wait for all of them and gather their counters;
+epoch parts travel through the run directory (which every worker must see: one machine, or a shared file system)."""
 from __future__ import annotations
 
 import datetime
@@ -53,3 +54,37 @@ def relaunch_under_torchrun(workers: int) -> None:
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(workers),
             "-m", "unicorn.cli", *sys.argv[1:]]
     os.execv(sys.executable, argv)
+
+
+def ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+class _RayWorker:
+    """One Ray actor: one engine, one rank (wrapped by ``ray.remote`` at run time, so Ray stays optional)."""
+
+    def work(self, job: dict, rank: int, world: int) -> dict:
+        from unicorn.selfplay.run import work
+
+        return work(**job, rank=rank, world=world, progress=False, log=lambda *_: None)
+
+
+def run_ray_workers(job: dict, world: int) -> list:
+    """Runs ``world`` actors of one CPU each on the Ray cluster (a local one is started if none is connected) and
+    returns their results in rank order."""
+    if not ray_available():
+        raise RuntimeError("Ray is not installed (pip install ray), or run the workers under torchrun")
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=max(world, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    try:
+        actor = ray.remote(num_cpus=1)(_RayWorker)
+        actors = [actor.remote() for _ in range(world)]
+        return ray.get([a.work.remote(job, rank, world) for rank, a in enumerate(actors)])
+    finally:
+        if started:
+            ray.shutdown()
