@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=4, help="prompts of the warm-up run of each loop")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--num-kv-blocks", type=int, default=16384, help="KV blocks of each engine (16 tokens each)")
     parser.add_argument("--keep", default=None, help="keep the run directories here")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "selfplay.jsonl"))
@@ -178,8 +179,8 @@ def main() -> None:
 
     model = str(default_model_path())
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-selfplay-"))
-    ours = Engine(model, seed=args.seed)
-    official = OneAtATime(Engine(model, seed=args.seed, enable_prefix_caching=False))
+    ours = Engine(model, seed=args.seed, num_kv_blocks=args.num_kv_blocks)
+    official = OneAtATime(Engine(model, seed=args.seed, num_kv_blocks=args.num_kv_blocks, enable_prefix_caching=False))
     loops = {"unicorn": ours, "official-style": official}
     for name, engine in loops.items():  # the same warm-up for both
         run_stage(engine, "toyworld", args.warmup, work / f"warmup-{name}", args.seed, args.epoch_size)
