@@ -155,11 +155,13 @@ class DatasetWriter:
     """Streams CPR records into shards of ``data_dir`` (see the module docstring); ``close()`` writes the manifest.
 
     ``per_kind``: one stream of shards per kind (``data-t2i-00000.parquet``, ...), listed kind by kind, else one
-    stream in the order given. Re-opening a directory with a ``.cpr-progress/`` resumes it; otherwise an earlier data
-    set there (its manifest and shards) is replaced."""
+    stream in the order given. Re-opening a directory whose ``.cpr-progress/`` has the same ``build_key`` (what
+    determines the records: recipe, seed, ...) resumes it; otherwise an earlier data set there (its manifest and
+    shards) is replaced."""
 
     def __init__(self, data_dir: str, *, shard_size: int = 10000, shard_format: str = "parquet",
-                 per_kind: bool = True, check_ids: bool = False, require_images: bool = True):
+                 per_kind: bool = True, check_ids: bool = False, require_images: bool = True,
+                 build_key: str = ""):
         if shard_format not in FORMATS:
             raise ValueError(f"shard_format must be one of {', '.join(FORMATS)}, got {shard_format!r}")
         if not isinstance(shard_size, int) or shard_size < 1:
@@ -171,15 +173,21 @@ class DatasetWriter:
         self.require_images = require_images
         self.counts = {k: 0 for k in KINDS}
         os.makedirs(self.data_dir, exist_ok=True)
+        key_file = os.path.join(self.progress_dir, "build-key")
         resuming = os.path.isdir(self.progress_dir)
+        if resuming and (not os.path.exists(key_file) or open(key_file).read() != build_key):
+            shutil.rmtree(self.progress_dir)  # left by a build of something else (another recipe, say): start over
+            resuming = False
         os.makedirs(self.progress_dir, exist_ok=True)
+        if not resuming:
+            _atomic_write(key_file, build_key.encode())
         for entry in os.listdir(self.data_dir):
             if entry.startswith(".tmp-"):
                 os.unlink(os.path.join(self.data_dir, entry))
         sides = {}
         if resuming:
             for entry in sorted(os.listdir(self.progress_dir)):
-                if entry.endswith(".json") and not entry.startswith(".tmp-"):
+                if entry.endswith(".parquet.json") or entry.endswith(".jsonl.json"):
                     with open(os.path.join(self.progress_dir, entry)) as f:
                         side = json.load(f)
                     if os.path.exists(os.path.join(self.data_dir, side["name"])):

@@ -89,6 +89,8 @@ def work(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: str, *
 
     recipe = load_recipe(recipe_name)
     run = RunDir(out_dir)  # opened by _open before any worker started
+    if str(device) == "cuda" and world > 1 and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per rank
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
     kv_memory = None
     if num_kv_blocks is None and world > 1:  # the workers share the machine: each takes its share of one budget
         import torch
@@ -188,16 +190,18 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
         plan = plan_records(recipe, cfg.seed, counted(_selections(run, recipe, cfg, on_slot)), cfg.num_prompts)
     os.chmod(tmp, 0o644)
     os.replace(tmp, dest / "rollouts.jsonl")
-    writer = DatasetWriter(str(dest), shard_size=SHARD_SIZE, shard_format="parquet", per_kind=True)
+    config = {"recipe": recipe.name, "recipe_digest": recipe.digest, "num_prompts": cfg.num_prompts,
+              "epoch_size": cfg.epoch_size}
+    key = json.dumps({**config, "seed": cfg.seed, "source_model": source_model, "shard_size": SHARD_SIZE},
+                     sort_keys=True)
+    writer = DatasetWriter(str(dest), shard_size=SHARD_SIZE, shard_format="parquet", per_kind=True, build_key=key)
     for record in iter_records(recipe, cfg.seed, _selections(run, recipe, cfg), plan):
         if dest != run.root:
             for ref in record.images().values():
                 if ref.path is not None:
                     _link_or_copy(run.root / ref.path, dest / ref.path)
         writer.add(record)
-    manifest = writer.close(source_model=source_model, seed=cfg.seed,
-                            config={"recipe": recipe.name, "recipe_digest": recipe.digest,
-                                    "num_prompts": cfg.num_prompts, "epoch_size": cfg.epoch_size},
+    manifest = writer.close(source_model=source_model, seed=cfg.seed, config=config,
                             extra_files={"rollouts": "rollouts.jsonl"})
     last = run.read_epoch(cfg.num_epochs - 1)["after"]
     drawn = sum(c["prompts"] for c in per_category.values())

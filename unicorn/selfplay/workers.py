@@ -82,7 +82,8 @@ def run_ray_workers(job: dict, world: int) -> list:
     if started:
         ray.init(num_cpus=max(world, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     try:
-        actor = ray.remote(num_cpus=1)(_RayWorker)
+        gpus = 1 if str(job.get("device", "cpu")).startswith("cuda") else 0  # Ray then shows each actor its own GPU
+        actor = ray.remote(num_cpus=1, num_gpus=gpus)(_RayWorker)
         actors = [actor.remote() for _ in range(world)]
         return ray.get([a.work.remote(job, rank, world) for rank, a in enumerate(actors)])
     finally:
