@@ -9,9 +9,17 @@ def cmd_selfplay(args) -> None:
 
     model = args.model or str(default_model_path())
     recipe = args.recipe or ("toyworld" if args.model is None else "unicorn-official")
+    from unicorn.selfplay import workers
+
     cfg = SelfPlayConfig(num_prompts=args.num_prompts, seed=args.seed, epoch_size=args.epoch_size)
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit(f"--workers must be >= 1, got {args.workers}")
+    if args.ray and not workers.ray_available():
+        raise SystemExit("--ray: Ray is not installed (pip install ray)")
+    if not args.ray and args.workers is not None and args.workers > 1 and workers.env_world()[1] == 1:
+        workers.relaunch_under_torchrun(args.workers)  # does not return
     selfplay(model, recipe, cfg, args.out, device=args.device, dtype=args.dtype, num_kv_blocks=args.num_kv_blocks,
-             progress=not args.no_progress)
+             progress=not args.no_progress, workers=args.workers, backend="ray" if args.ray else "torchrun")
 
 
 def cmd_cpr(args) -> None:
@@ -34,6 +42,10 @@ def add_subparser(sub) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--num-kv-blocks", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes, one engine each (started under torchrun; default: the torchrun world size, or 1); "
+                        "the data set is the same as one worker's")
+    p.add_argument("--ray", action="store_true", help="run the --workers as Ray actors (needs ray installed)")
     p.set_defaults(func=cmd_selfplay)
     p = sub.add_parser("cpr", help="rebuild the CPR data set of a self-play run (other thresholds or mix: --recipe)")
     p.add_argument("run_dir", help="a finished unicorn selfplay --out directory")
