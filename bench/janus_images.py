@@ -143,7 +143,8 @@ def main() -> None:
     print(f"rows appended to {args.out}")
 
 
-# The engine as it was before issue 14's levers (each lever's switch off), for --compare.
+# The engine as it was before issue 14's levers (each lever's switch off), for --compare: logits mixed after the
+# head (cfg_head_mix=False), the one-pass sampling op after torch's CFG, separate q/k/v and gate/up GEMMs.
 # The codes may differ: the head mix rounds differently, and a sampled token that flips changes the rest.
 PREVIOUS_KWARGS = {"cfg_head_mix": False}
 
@@ -156,7 +157,13 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, previous=False):
     engine = Engine(str(path), device=args.device, dtype=dtype,
                     max_num_seqs=max(256, 2 * args.prompts * args.rollouts), **engine_kwargs)
     if previous:
+        from unicorn.models.layers import FusedLinears
+
         engine.runner.sampler.fused = False
+        for module in engine.model.modules():
+            for value in vars(module).values():
+                if isinstance(value, FusedLinears):
+                    value.enabled = False
     label = "engine (previous hot path)" if previous else "engine"
     prompts = make_prompts(engine.tokenizer, args.prompts)
     num_images = args.prompts * args.rollouts
