@@ -87,6 +87,10 @@ class Engine:
             as one batch either way, so outputs are identical. An image output comes from :meth:`step` once its
             pixels exist (``ImageGenParams(decode=False)`` skips decoding: codes only).
         decode_threads: torch threads of the decode worker (None: torch's default).
+        cfg_head_mix: apply CFG to the input of the image head's last linear layer (models that expose it, as
+            Janus) and run that layer once per image instead of on both rows: equal to mixing the logits in real
+            arithmetic, differing by fp32 rounding (the greedy tests against transformers pin the tokens).
+            False mixes the logits.
 
     Call :meth:`close` (or use the engine as a context manager) to stop the decode worker; it is a daemon
     thread, also stopped when the engine is collected or at exit.
@@ -113,6 +117,7 @@ class Engine:
         seed: int = 0,
         overlap_decode: bool = True,
         decode_threads: int | None = None,
+        cfg_head_mix: bool = True,
         model=None,
         tokenizer=None,
     ) -> None:
@@ -155,7 +160,9 @@ class Engine:
         caches = allocate_kv_caches(
             spec.num_layers, num_kv_blocks, block_size, spec.num_kv_heads, spec.head_dim, cache_dtype, self.device
         )
-        self.runner = ModelRunner(self.model, caches, block_size, kernels=self.kernels)
+        if not isinstance(cfg_head_mix, bool):
+            raise ValueError(f"cfg_head_mix must be True or False, got {cfg_head_mix!r}")
+        self.runner = ModelRunner(self.model, caches, block_size, kernels=self.kernels, cfg_head_mix=cfg_head_mix)
         self.prompts = PromptProcessor(self.spec, self.tokenizer, self.model.preprocess_images, model_path,
                                        prompt_format=getattr(self.model, "prompt_format", None),
                                        image_token_count=getattr(self.model, "image_token_count", None),
