@@ -12,6 +12,7 @@ from unicorn.cpr.schema import write_dataset
 from unicorn.selfplay.cpr_builder import build_records, select
 from unicorn.selfplay.driver import SelfPlayConfig, SelfPlayDriver
 from unicorn.selfplay.recipe import RECIPE_FILES, Recipe, load_recipe
+from unicorn.selfplay.selection import apply_rule, check_rule
 from unicorn.selfplay.store import RunDir, RunDirError, atomic_write_bytes, atomic_write_json, model_digest
 
 
@@ -56,9 +57,11 @@ def iter_epochs(run: RunDir, cfg: SelfPlayConfig):
 
 
 def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str | None = None,
-             dest: Path | None = None) -> dict:
+             dest: Path | None = None, selection: str = "judge") -> dict:
     """Rollouts table, CPR data set (rejection sampling by the recipe's rules) and summary.json from the epochs,
-    written into the run directory, or into ``dest`` (with the images the records use, hard-linked or copied)."""
+    written into the run directory, or into ``dest`` (with the images the records use, hard-linked or copied).
+    ``selection``: whose pick the records use (selection.py: ``judge``, or ``random`` for the control)."""
+    check_rule(selection)
     dest = run.root if dest is None else Path(dest)
     selections, rollout_lines = [], []
     histogram, per_category, failures = Counter(), {}, Counter()
@@ -78,7 +81,8 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
                 if (r["judge_finish"] or "").startswith("error"):
                     judge_errors += 1
                     first_error = first_error or r["judge_finish"]
-            sel = select(recipe, cfg.seed, s["prompt_id"], s["category"], s["prompt"], s["rollouts"])
+            sel = apply_rule(selection, select(recipe, cfg.seed, s["prompt_id"], s["category"], s["prompt"],
+                                               s["rollouts"]), cfg.seed)
             cat["kept"] += sel.kept
             selections.append(sel)
     atomic_write_bytes(dest / "rollouts.jsonl", "".join(rollout_lines).encode())
@@ -87,9 +91,11 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
         for record in records:
             for ref in record.images().values():
                 _link_or_copy(run.root / ref.path, dest / ref.path)
-    manifest = write_dataset(str(dest), records, source_model=source_model, seed=cfg.seed,
-                             config={"recipe": recipe.name, "recipe_digest": recipe.digest,
-                                     "num_prompts": cfg.num_prompts, "epoch_size": cfg.epoch_size})
+    config = {"recipe": recipe.name, "recipe_digest": recipe.digest, "num_prompts": cfg.num_prompts,
+              "epoch_size": cfg.epoch_size}
+    if selection != "judge":
+        config["selection"] = selection
+    manifest = write_dataset(str(dest), records, source_model=source_model, seed=cfg.seed, config=config)
     last = run.read_epoch(cfg.num_epochs - 1)["after"]
     drawn = sum(c["prompts"] for c in per_category.values())
     kept = sum(c["kept"] for c in per_category.values())
@@ -104,6 +110,8 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
         "first_judge_error": first_error,
         "cpr_candidates": candidates, "cpr_counts": manifest.counts,
     }
+    if selection != "judge":
+        summary["selection"] = selection
     atomic_write_json(dest / "summary.json", summary)
     return summary
 
@@ -118,9 +126,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def rebuild_cpr(run_dir: str, out_dir: str, recipe_name: str | None = None, log=print) -> dict:
+def rebuild_cpr(run_dir: str, out_dir: str, recipe_name: str | None = None, log=print, selection: str = "judge") -> dict:
     """``unicorn cpr``: the CPR data set of a finished self-play run, rebuilt into ``out_dir`` by a recipe's rules
-    and mix (default: the run's own recipe; another one must have the same categories)."""
+    and mix (default: the run's own recipe; another one must have the same categories); ``selection="random"``
+    builds the control set (random rollouts in place of the judge's picks)."""
+    check_rule(selection)
     run = RunDir(run_dir)
     run_file = run.root / "run.json"
     if not run_file.is_file():
@@ -141,7 +151,7 @@ def rebuild_cpr(run_dir: str, out_dir: str, recipe_name: str | None = None, log=
         raise RunDirError(f"--out {out} is the run directory itself; choose another")
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
         raise RunDirError(f"{out} is not empty and holds no CPR data set: choose another --out")
-    summary = finalize(run, recipe, cfg, source_model=config["model"], dest=out)
+    summary = finalize(run, recipe, cfg, source_model=config["model"], dest=out, selection=selection)
     log(format_summary(summary))
     return summary
 
