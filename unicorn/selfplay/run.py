@@ -14,6 +14,7 @@ from unicorn.selfplay import workers as workers_mod
 from unicorn.selfplay.cpr_builder import iter_records, plan_records, select
 from unicorn.selfplay.driver import SelfPlayConfig, SelfPlayDriver
 from unicorn.selfplay.recipe import RECIPE_FILES, Recipe, load_recipe
+from unicorn.selfplay.selection import apply_rule, check_rule
 from unicorn.selfplay.store import RunDir, RunDirError, atomic_write_bytes, atomic_write_json, model_digest
 
 
@@ -139,24 +140,28 @@ def iter_epochs(run: RunDir, cfg: SelfPlayConfig):
         yield run.read_epoch(k)
 
 
-def _selections(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, on_slot=None):
-    """Every drawn prompt's rejection-sampling decision, epoch by epoch (one epoch in memory at a time)."""
+def _selections(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, selection: str = "judge", on_slot=None):
+    """Every drawn prompt's rejection-sampling decision by ``selection``'s pick, epoch by epoch (one epoch in memory
+    at a time)."""
     for data in iter_epochs(run, cfg):
         for s in data["slots"]:
             if on_slot is not None:
                 on_slot(s)
             if s["status"] == "done":
-                yield select(recipe, cfg.seed, s["prompt_id"], s["category"], s["prompt"], s["rollouts"])
+                yield apply_rule(selection, select(recipe, cfg.seed, s["prompt_id"], s["category"], s["prompt"],
+                                                   s["rollouts"]), cfg.seed)
 
 
 def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str | None = None,
-             dest: Path | None = None) -> dict:
+             dest: Path | None = None, selection: str = "judge") -> dict:
     """Rollouts table, CPR data set (rejection sampling by the recipe's rules) and summary.json from the epochs,
     written into the run directory, or into ``dest`` (with the images the records use, hard-linked or copied).
+    ``selection``: whose pick the records use (selection.py: ``judge``, or ``random`` for the control).
 
     Streamed in two passes over the epoch files (counts and the rollouts table, then the chosen records into
     per-kind Parquet shards, unicorn/cpr/shards.py), so memory does not grow with the number of prompts; a build
     killed half-way resumes its committed shards."""
+    check_rule(selection)
     dest = run.root if dest is None else Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     histogram, per_category, failures = Counter(), {}, Counter()
@@ -187,15 +192,17 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
                 per_category[sel.category]["kept"] += sel.kept
                 yield sel
 
-        plan = plan_records(recipe, cfg.seed, counted(_selections(run, recipe, cfg, on_slot)), cfg.num_prompts)
+        plan = plan_records(recipe, cfg.seed, counted(_selections(run, recipe, cfg, selection, on_slot)), cfg.num_prompts)
     os.chmod(tmp, 0o644)
     os.replace(tmp, dest / "rollouts.jsonl")
     config = {"recipe": recipe.name, "recipe_digest": recipe.digest, "num_prompts": cfg.num_prompts,
               "epoch_size": cfg.epoch_size}
+    if selection != "judge":
+        config["selection"] = selection
     key = json.dumps({**config, "seed": cfg.seed, "source_model": source_model, "shard_size": SHARD_SIZE},
                      sort_keys=True)
     writer = DatasetWriter(str(dest), shard_size=SHARD_SIZE, shard_format="parquet", per_kind=True, build_key=key)
-    for record in iter_records(recipe, cfg.seed, _selections(run, recipe, cfg), plan):
+    for record in iter_records(recipe, cfg.seed, _selections(run, recipe, cfg, selection), plan):
         if dest != run.root:
             for ref in record.images().values():
                 if ref.path is not None:
@@ -217,6 +224,8 @@ def finalize(run: RunDir, recipe: Recipe, cfg: SelfPlayConfig, source_model: str
         "judge_errors": totals["judge_errors"], "first_judge_error": first_error,
         "cpr_candidates": plan.candidates, "cpr_counts": manifest.counts,
     }
+    if selection != "judge":
+        summary["selection"] = selection
     atomic_write_json(dest / "summary.json", summary)
     return summary
 
@@ -231,9 +240,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def rebuild_cpr(run_dir: str, out_dir: str, recipe_name: str | None = None, log=print) -> dict:
+def rebuild_cpr(run_dir: str, out_dir: str, recipe_name: str | None = None, log=print, selection: str = "judge") -> dict:
     """``unicorn cpr``: the CPR data set of a finished self-play run, rebuilt into ``out_dir`` by a recipe's rules
-    and mix (default: the run's own recipe; another one must have the same categories)."""
+    and mix (default: the run's own recipe; another one must have the same categories); ``selection="random"``
+    builds the control set (random rollouts in place of the judge's picks)."""
+    check_rule(selection)
     run = RunDir(run_dir)
     run_file = run.root / "run.json"
     if not run_file.is_file():
@@ -254,7 +265,7 @@ def rebuild_cpr(run_dir: str, out_dir: str, recipe_name: str | None = None, log=
         raise RunDirError(f"--out {out} is the run directory itself; choose another")
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
         raise RunDirError(f"{out} is not empty and holds no CPR data set: choose another --out")
-    summary = finalize(run, recipe, cfg, source_model=config["model"], dest=out)
+    summary = finalize(run, recipe, cfg, source_model=config["model"], dest=out, selection=selection)
     log(format_summary(summary))
     return summary
 

@@ -76,6 +76,8 @@ class TrainConfig:
     freeze_vision: bool = False
     log_every: int = 1
     stop_after: int | None = None  # stop (as if killed) after this step: for tests and time-boxed jobs
+    ema_decay: float | None = None  # an fp32 moving average of the weights (ema.py); None: none kept
+    export_ema: bool = False  # --export writes the average instead of the raw weights
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -93,6 +95,10 @@ class TrainConfig:
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ConfigError(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"--ema must be in (0, 1), got {self.ema_decay}")
+        if self.export_ema and self.ema_decay is None:
+            raise ConfigError("--export-ema needs --ema DECAY (no moving average is kept without it)")
         unknown = set(self.kind_weights) - set(KINDS)
         if unknown:
             raise ConfigError(f"--kind-weights: unknown kind(s) {sorted(unknown)}; kinds: {', '.join(KINDS)}")
@@ -103,6 +109,15 @@ class TrainConfig:
 
     def weights(self) -> list[float]:
         return [float(self.kind_weights.get(k, 1.0)) for k in KINDS]
+
+
+# Training settings of the official recipe (method.md §4, [code], BAGEL's script: lr 1e-5, warm-up 50, 600 steps,
+# gradient accumulation 4, EMA 0.99, AdamW (0.9, 0.95), clip 1.0, checkpoints every 200 steps). Its loss weights
+# (text CE 0.1 beside flow-matching MSE 1.0) have no counterpart in Janus, whose every target is a CE token.
+PRESETS = {
+    "unicorn-official": {"lr": 1e-5, "warmup": 50, "steps": 600, "grad_accum": 4, "ema": 0.99, "betas": (0.9, 0.95),
+                         "clip": 1.0, "save_every": 200},
+}
 
 
 def load_deepspeed_config(cfg: TrainConfig, world_size: int, bf16: bool) -> dict:

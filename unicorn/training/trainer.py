@@ -19,6 +19,7 @@ from unicorn.training import checkpoint as ckpt
 from unicorn.training.backends import Backend, build_backend
 from unicorn.training.config import TrainConfig
 from unicorn.training.data import PAD, DataConfig, SampleEncoder, VQCodeSource, kind_token_counts
+from unicorn.training.ema import EMA
 from unicorn.training.export import export_janus
 from unicorn.training.loss import weighted_step_loss
 from unicorn.training.model import TrainingModel
@@ -74,6 +75,7 @@ class Trainer:
         self.backend: Backend = build_backend(cfg, self.device, self.bf16)
         self.backend.setup(TrainingModel(janus.train()))
         self.rank, self.world_size = self.backend.rank, self.backend.world_size
+        self.ema = EMA(self.backend, cfg.ema_decay) if cfg.ema_decay is not None else None
         self.log = log if self.rank == 0 else (lambda *a, **k: None)
 
         tokenizer = load_tokenizer(cfg.model)
@@ -96,7 +98,7 @@ class Trainer:
             "backend": self.cfg.backend, "world_size": self.world_size,
             "model_hash": ckpt.model_config_hash(self.cfg.model), "freeze_vision": self.cfg.freeze_vision,
             "micro_batch": self.cfg.micro_batch, "grad_accum": self.cfg.grad_accum, "seq_len": self.cfg.seq_len,
-            "cond_dropout": self.cfg.cond_dropout,
+            "cond_dropout": self.cfg.cond_dropout, "ema_decay": self.cfg.ema_decay,
         }
 
     def save(self) -> str:
@@ -108,6 +110,8 @@ class Trainer:
         path = ckpt.tmp_dir(root, self.step)
         self.backend.save(path)
         ckpt.save_rng(path, self.rank)
+        if self.ema is not None:
+            self.ema.save(path, self.rank)
         self.backend.barrier()
         final = ckpt.step_dir(root, self.step)
         if self.rank == 0:
@@ -125,6 +129,8 @@ class Trainer:
         ckpt.check_compatible(path, self._meta())
         self.backend.load(path)
         ckpt.load_rng(path, self.rank)
+        if self.ema is not None:
+            self.ema.load(path, self.rank)
         state = ckpt.read_trainer_state(path)
         self.data.load_state_dict(state["data"])
         self.step = state["step"]
@@ -151,6 +157,8 @@ class Trainer:
             backend.backward(loss, last_micro=i == cfg.grad_accum - 1)
             sums += ce_sums.detach().double().cpu()
         grad_norm = backend.step(cfg.optim.clip)
+        if self.ema is not None:
+            self.ema.update()
         sums = backend.all_reduce_sum(sums)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -207,15 +215,28 @@ class Trainer:
         return summary
 
     # ---- export -------------------------------------------------------------------------------------------------
-    def full_janus_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained JanusModel's weights by our names (rank 0; other ranks get {}); a collective."""
-        state = self.backend.full_state_dict()
+    def full_janus_state_dict(self, ema: bool = False) -> dict[str, torch.Tensor]:
+        """The trained JanusModel's weights by our names (rank 0; other ranks get {}); a collective. ``ema``: the
+        moving average in place of every trainable weight (frozen ones and buffers as they are)."""
+        if ema:
+            if self.ema is None:
+                raise RuntimeError("no EMA weights are kept in this run (train with --ema DECAY)")
+            if getattr(self.backend, "stage", None) == 3:
+                state = self.backend.full_state_dict()
+                averaged = self.ema.gathered_zero3()
+                state = {k: averaged[k].to(v.dtype) if k in averaged else v for k, v in state.items()}
+            else:
+                with self.ema.swapped_in():  # copied before the swap back (one process's state aliases its weights)
+                    state = {k: v.clone() for k, v in self.backend.full_state_dict().items()}
+        else:
+            state = self.backend.full_state_dict()
         return {k.removeprefix("janus."): v for k, v in state.items()}
 
-    def export(self, out_dir: str) -> str:
-        state = self.full_janus_state_dict()
+    def export(self, out_dir: str, ema: bool | None = None) -> str:
+        ema = self.cfg.export_ema if ema is None else ema
+        state = self.full_janus_state_dict(ema=ema)
         if self.rank == 0:
             export_janus(state, self.cfg.model, out_dir, tie_word_embeddings=self.tie_word_embeddings)
-            self.log(f"exported to {out_dir}")
+            self.log(f"exported {'the EMA weights' if ema else 'the weights'} to {out_dir}")
         self.backend.barrier()
         return out_dir
