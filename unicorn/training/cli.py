@@ -15,7 +15,7 @@ import sys
 from unicorn.cpr.schema import KINDS
 
 
-DESCRIPTION = "Fine-tune a Janus checkpoint on CPR records."
+DESCRIPTION = "Fine-tune a Janus or BAGEL checkpoint on CPR records."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def add_subparser(sub) -> argparse.ArgumentParser:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="source checkpoint directory (transformers Janus layout)")
+    p.add_argument("--model", required=True, help="source checkpoint directory (transformers Janus layout or the official BAGEL layout)")
     p.add_argument("--data", required=True, help="CPR data set directory (manifest.json + data-*.jsonl)")
     p.add_argument("--out", required=True, help="run directory: checkpoints/, metrics.jsonl")
     p.add_argument("--backend", default="single", choices=["single", "fsdp2", "deepspeed"])
@@ -53,7 +53,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kind-weights", default=None, help='loss weight per kind, e.g. "t2i=1,caption=0.5"')
     p.add_argument("--cond-dropout", type=float, default=0.0,
-                   help="chance that a t2i sample trains on the content-free prompt (classifier-free guidance)")
+                   help="chance that a t2i sample trains on the content-free prompt (classifier-free guidance); "
+                        "BAGEL: that a t2i prompt or reflection instruction is dropped")
+    p.add_argument("--ce-weight", type=float, default=0.1, help="BAGEL: weight of the text CE term")
+    p.add_argument("--mse-weight", type=float, default=1.0, help="BAGEL: weight of the flow-matching MSE term")
+    p.add_argument("--timestep-shift", type=float, default=1.0,
+                   help="BAGEL: shift of the training flow times sigmoid(z) (official trainer: 1.0)")
+    p.add_argument("--vit-cond-dropout", type=float, default=0.0,
+                   help="BAGEL: chance that a reflection's context image is dropped from the ViT path")
+    p.add_argument("--vae-cond-dropout", type=float, default=0.0,
+                   help="BAGEL: chance that a reflection's context image is dropped from the VAE path")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")
     p.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint under --out")
@@ -90,6 +99,8 @@ def config_from_args(args):
         model=args.model, data=args.data, out=args.out, backend=args.backend, deepspeed_config=args.deepspeed_config,
         steps=args.steps, micro_batch=args.micro_batch, grad_accum=args.grad_accum, seq_len=args.seq_len,
         seed=args.seed, optim=optim, kind_weights=_kind_weights(args.kind_weights), cond_dropout=args.cond_dropout,
+        ce_weight=args.ce_weight, mse_weight=args.mse_weight, timestep_shift=args.timestep_shift,
+        vit_cond_dropout=args.vit_cond_dropout, vae_cond_dropout=args.vae_cond_dropout,
         save_every=args.save_every,
         keep=args.keep, resume=args.resume, resume_from=args.resume_from, export=args.export,
         on_bad_record=args.on_bad_record, device=args.device, precision=args.precision,

@@ -63,6 +63,12 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     kind_weights: dict = field(default_factory=lambda: {k: 1.0 for k in KINDS})
     cond_dropout: float = 0.0  # t2i samples trained on the content-free prompt, for classifier-free guidance
+    # BAGEL (official UniCorn fine-tuning: ce 0.1, mse 1.0, shift 1.0; official dropouts text 0.1, vit 0.3, vae 0.3)
+    ce_weight: float = 0.1
+    mse_weight: float = 1.0
+    timestep_shift: float = 1.0
+    vit_cond_dropout: float = 0.0
+    vae_cond_dropout: float = 0.0
     save_every: int = 0  # 0: only at the end
     keep: int = 2
     resume: bool = False
@@ -91,8 +97,12 @@ class TrainConfig:
             raise ConfigError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if not 0.0 <= self.cond_dropout < 1.0:
-            raise ConfigError(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
+        for name in ("cond_dropout", "vit_cond_dropout", "vae_cond_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if self.ce_weight < 0 or self.mse_weight < 0 or not self.timestep_shift > 0:
+            raise ConfigError(f"--ce-weight and --mse-weight must be >= 0 and --timestep-shift > 0 (got "
+                              f"{self.ce_weight}, {self.mse_weight}, {self.timestep_shift})")
         unknown = set(self.kind_weights) - set(KINDS)
         if unknown:
             raise ConfigError(f"--kind-weights: unknown kind(s) {sorted(unknown)}; kinds: {', '.join(KINDS)}")
