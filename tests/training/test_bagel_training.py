@@ -187,14 +187,41 @@ def test_training_learns_and_keeps_the_vae_frozen(tiny_bagel, cpr_data, tmp_path
 
 
 def test_resume_is_exact(tiny_bagel, cpr_data, tmp_path):
-    full = Trainer(bagel_config(tiny_bagel, cpr_data, str(tmp_path / "full"), steps=5), **QUIET)
+    kw = dict(steps=5, ema=0.9)
+    full = Trainer(bagel_config(tiny_bagel, cpr_data, str(tmp_path / "full"), **kw), **QUIET)
     full.train()
     out = str(tmp_path / "killed")
-    Trainer(bagel_config(tiny_bagel, cpr_data, out, steps=5, save_every=2, stop_after=3), **QUIET).train()
-    resumed = Trainer(bagel_config(tiny_bagel, cpr_data, out, steps=5, save_every=2, resume=True), **QUIET)
+    Trainer(bagel_config(tiny_bagel, cpr_data, out, save_every=2, stop_after=3, **kw), **QUIET).train()
+    resumed = Trainer(bagel_config(tiny_bagel, cpr_data, out, save_every=2, resume=True, **kw), **QUIET)
     assert resumed.step == 2
     resumed.train()
     assert losses(resumed.history) == losses(full.history)[2:]
+    for name, value in full.backend.ema.shadow.items():
+        assert torch.equal(resumed.backend.ema.shadow[name], value), name
+
+
+def test_ema_follows_the_weights(tiny_bagel, cpr_data, tmp_path):
+    from unicorn.models import load_model
+
+    export = str(tmp_path / "export")
+    trainer = Trainer(bagel_config(tiny_bagel, cpr_data, str(tmp_path / "run"), steps=3, ema=0.9, export=export),
+                      **QUIET)
+    module = trainer.backend.module
+    want = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    for _ in range(3):
+        trainer.history.append(trainer.train_step())
+        for n, p in module.named_parameters():
+            if p.requires_grad:
+                want[n] = 0.9 * want[n] + 0.1 * p.detach()
+    assert want.keys() == trainer.backend.ema.shadow.keys()
+    for n, value in trainer.backend.ema.shadow.items():
+        torch.testing.assert_close(value, want[n], rtol=1e-6, atol=1e-7)
+    trainer.export(export)
+    assert "ema.safetensors" in os.listdir(export) and "model.safetensors" in os.listdir(export)
+    served = load_model(export).state_dict()  # the loader takes ema.safetensors first, as the official eval does
+    for n, value in trainer.backend.ema.shadow.items():
+        assert torch.equal(served[n.removeprefix("bagel.")], value), n
+    assert not torch.equal(served["language_model.lm_head.weight"], module.bagel.language_model.lm_head.weight)
 
 
 def test_export_is_the_official_layout_and_serves(tiny_bagel, cpr_data, tmp_path):
@@ -243,13 +270,13 @@ def test_cli_trains_bagel_end_to_end(tiny_bagel, tmp_path, capsys):
     out = str(tmp_path / "run")
     rc = main(["train", "--model", tiny_bagel, "--data", data, "--out", out, "--steps", "2", "--seq-len", str(SEQ),
                "--micro-batch", "2", "--lr", "1e-3", "--cond-dropout", "0.1", "--vit-cond-dropout", "0.3",
-               "--vae-cond-dropout", "0.3", "--export", str(tmp_path / "exp")])
+               "--vae-cond-dropout", "0.3", "--ema", "0.99", "--adam-eps", "1e-15", "--export", str(tmp_path / "exp")])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "step 2/2 | loss" in captured.out and "(ce " in captured.out and "summary:" in captured.out
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert [r["step"] for r in rows] == [1, 2] and set(rows[0]["loss_per_term"]) == {"ce", "mse"}
-    assert os.path.exists(tmp_path / "exp" / "model.safetensors")
+    assert os.path.exists(tmp_path / "exp" / "model.safetensors") and os.path.exists(tmp_path / "exp" / "ema.safetensors")
     # Janus' per-kind weights are refused in one line
     assert main(["train", "--model", tiny_bagel, "--data", data, "--out", str(tmp_path / "b"), "--steps", "1",
                  "--kind-weights", "t2i=2"]) == 2
@@ -262,10 +289,12 @@ RTOL = 1e-5  # fp32 on CPU: only the reduction order differs
 
 
 @pytest.fixture(scope="module")
-def single_bagel_losses(tiny_bagel, cpr_data, tmp_path_factory):
-    trainer = Trainer(bagel_config(tiny_bagel, cpr_data, str(tmp_path_factory.mktemp("single")), steps=3), **QUIET)
+def single_bagel_run(tiny_bagel, cpr_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("single")
+    trainer = Trainer(bagel_config(tiny_bagel, cpr_data, str(root / "run"), steps=3, ema=0.9,
+                                   export=str(root / "export")), **QUIET)
     trainer.train()
-    return losses(trainer.history)
+    return losses(trainer.history), str(root / "export")
 
 
 def _close(a, b):
@@ -276,17 +305,25 @@ def _close(a, b):
             assert abs(step_a[k] - step_b[k]) <= RTOL * abs(step_a[k]), (k, step_a[k], step_b[k])
 
 
-def test_fsdp2_matches_single(single_bagel_losses, tiny_bagel, cpr_data, tmp_path):
+def test_fsdp2_matches_single(single_bagel_run, tiny_bagel, cpr_data, tmp_path):
+    from safetensors.torch import load_file
+
     from helpers import run_two_procs
 
-    two = run_two_procs(model=tiny_bagel, data=cpr_data, out=str(tmp_path), backend="fsdp2", micro_batch=1,
-                        seq_len=SEQ, steps=3)
-    _close(single_bagel_losses, two)
+    single, single_export = single_bagel_run
+    two = run_two_procs(model=tiny_bagel, data=cpr_data, out=str(tmp_path / "run"), backend="fsdp2", micro_batch=1,
+                        seq_len=SEQ, steps=3, ema=0.9, export=str(tmp_path / "export"))
+    _close(single, two)
+    for file in ("model.safetensors", "ema.safetensors"):
+        got, want = load_file(str(tmp_path / "export" / file)), load_file(os.path.join(single_export, file))
+        assert got.keys() == want.keys()
+        for k in want:  # AdamW turns reduction-order noise in near-zero gradients into ~1e-6 of the 1e-3 steps
+            torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.optin  # 65-80 s each on 2 shared cores (DeepSpeed's start-up); FSDP2 above stays in the default suite
 @pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_matches_single(stage, single_bagel_losses, tiny_bagel, cpr_data, tmp_path):
+def test_deepspeed_matches_single(stage, single_bagel_run, tiny_bagel, cpr_data, tmp_path):
     pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install deepspeed)")
     from helpers import run_two_procs
 
@@ -294,4 +331,4 @@ def test_deepspeed_matches_single(stage, single_bagel_losses, tiny_bagel, cpr_da
     ds.write_text(json.dumps({"zero_optimization": {"stage": stage}, "gradient_clipping": 1.0}))
     two = run_two_procs(model=tiny_bagel, data=cpr_data, out=str(tmp_path / "run"), backend="deepspeed",
                         deepspeed_config=str(ds), micro_batch=1, seq_len=SEQ, steps=3)
-    _close(single_bagel_losses, two)
+    _close(single_bagel_run[0], two)

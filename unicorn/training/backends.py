@@ -13,7 +13,8 @@ import torch
 import torch.distributed as dist
 
 from unicorn.training import checkpoint as ckpt
-from unicorn.training.config import OptimConfig, TrainConfig, load_deepspeed_config
+from unicorn.training.config import ConfigError, OptimConfig, TrainConfig, load_deepspeed_config
+from unicorn.training.ema import EMA
 from unicorn.training.parallelize import ParallelConfig, parallelize
 
 
@@ -88,6 +89,7 @@ class _TorchBackend(Backend):
 
     def _build_optimizer(self, optim: OptimConfig) -> None:
         self.optimizer = optim.build(self.trainable())
+        self.ema = EMA(self.module, self.cfg.ema) if self.cfg.ema else None
 
     def backward(self, loss: torch.Tensor, last_micro: bool) -> None:
         loss.backward()
@@ -99,13 +101,19 @@ class _TorchBackend(Backend):
             norm = norm.full_tensor()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.module)
         return float(norm)
 
     def save(self, path: str) -> None:
-        ckpt.dcp_save(path, self.module, self.optimizer)
+        ckpt.dcp_save(path, self.module, self.optimizer, self.ema.shadow if self.ema else None)
 
     def load(self, path: str) -> None:
-        ckpt.dcp_load(path, self.module, self.optimizer)
+        ckpt.dcp_load(path, self.module, self.optimizer, self.ema.shadow if self.ema else None)
+
+    def full_ema_state_dict(self) -> dict[str, torch.Tensor]:
+        """The EMA of the trainable weights, whole, by the module's names (a collective under FSDP2)."""
+        return self.ema.full_state_dict()
 
 
 class SingleBackend(_TorchBackend):
@@ -153,6 +161,8 @@ class DeepSpeedBackend(Backend):
             init_distributed(self.device)  # a lone process
         deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")  # reuses a group
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if self.cfg.ema:
+            raise ConfigError("--ema is not supported with --backend deepspeed yet (use single or fsdp2)")
         os.environ.setdefault("LOCAL_RANK", str(self.rank))  # DeepSpeed insists; mp.spawn does not set it
         self.ds_config = load_deepspeed_config(self.cfg, self.world_size, self.bf16)
         self.stage = (self.ds_config.get("zero_optimization") or {}).get("stage", 0)

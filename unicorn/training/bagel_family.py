@@ -14,7 +14,7 @@ import os
 import torch
 
 from unicorn.models import load_model, load_tokenizer
-from unicorn.models.bagel_checkpoint import AE_FILE, weight_shards
+from unicorn.models.bagel_checkpoint import AE_FILE, EMA_FILE, weight_shards
 from unicorn.training.bagel_data import BagelSampleEncoder, DropoutConfig, num_tokens, term_counts
 from unicorn.training.bagel_model import TERMS, BagelTrainingModel
 from unicorn.training.config import ConfigError, TrainConfig
@@ -58,7 +58,7 @@ class BagelFamily:
     def meta(self) -> dict:
         cfg = self.cfg
         return {"cond_dropout": [cfg.cond_dropout, cfg.vit_cond_dropout, cfg.vae_cond_dropout],
-                "timestep_shift": cfg.timestep_shift}
+                "timestep_shift": cfg.timestep_shift, "ema": cfg.ema}
 
     def model_hash(self) -> str:
         configs = {}
@@ -69,8 +69,8 @@ class BagelFamily:
                     configs[name] = json.load(f)
         return hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
 
-    def export(self, state: dict[str, torch.Tensor], out_dir: str) -> None:
-        export_bagel(state, self.cfg.model, out_dir)
+    def export(self, state: dict[str, torch.Tensor], out_dir: str, ema: dict[str, torch.Tensor] | None = None) -> None:
+        export_bagel(state, self.cfg.model, out_dir, ema=ema)
 
 
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
@@ -88,13 +88,19 @@ def source_dtype(source: str) -> torch.dtype:
     return torch.float32
 
 
-def export_bagel(state: dict[str, torch.Tensor], source: str, out_dir: str, dtype: torch.dtype | None = None) -> str:
-    """The trained BagelModel's state (its names, without ``vae.*``) -> ``out_dir`` in the official layout with a
-    fine-tuned ``model.safetensors`` (the loader reads it when no ``ema.safetensors`` is there) and the source's
-    ``ae.safetensors``, configs and tokenizer files copied unchanged."""
+def export_bagel(state: dict[str, torch.Tensor], source: str, out_dir: str, dtype: torch.dtype | None = None,
+                 ema: dict[str, torch.Tensor] | None = None) -> str:
+    """The trained BagelModel's state (its names, without ``vae.*``) -> ``out_dir`` in the official layout: a
+    fine-tuned ``model.safetensors``, the EMA weights (when given) as ``ema.safetensors`` (what the loader then
+    serves, as the official evaluation uses the EMA), and the source's ``ae.safetensors``, configs and tokenizer
+    files copied unchanged."""
     dtype = dtype or source_dtype(source)
-    tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in sorted(state.items())
-               if not name.endswith("rotary_emb.inv_freq") and not name.startswith("vae.")}
-    return write_export(tensors, source, out_dir, lambda name: name.endswith((".safetensors", ".bin"))
-                        or name.endswith(".safetensors.index.json"), copy_unchanged=(AE_FILE,))
+
+    def tensors(weights):
+        return {name: t.detach().to("cpu", dtype).contiguous() for name, t in sorted(weights.items())
+                if not name.endswith("rotary_emb.inv_freq") and not name.startswith("vae.")}
+
+    extra = {EMA_FILE: tensors(ema)} if ema is not None else None
+    return write_export(tensors(state), source, out_dir, lambda name: name.endswith((".safetensors", ".bin"))
+                        or name.endswith(".safetensors.index.json"), copy_unchanged=(AE_FILE,), extra_files=extra)
 

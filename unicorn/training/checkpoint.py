@@ -138,22 +138,25 @@ def read_trainer_state(path: str) -> dict:
 # ---- torch.distributed.checkpoint (single and fsdp2) -------------------------------------------------------------
 
 
-def dcp_save(path: str, model, optimizer) -> None:
+def dcp_save(path: str, model, optimizer, ema: dict | None = None) -> None:
+    """``ema``: the EMA's shadow tensors (saved beside the model, in their own sharded layout)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd, **({"ema": ema} if ema is not None else {})}
     with warnings.catch_warnings():  # one process without a process group is the intended single-backend case
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(path, "dcp"))
+        dcp.save(state, checkpoint_id=os.path.join(path, "dcp"))
 
 
-def dcp_load(path: str, model, optimizer) -> None:
+def dcp_load(path: str, model, optimizer, ema: dict | None = None) -> None:
+    """Loads model and optimizer state, and the EMA's shadow tensors in place when ``ema`` is given."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optim": optim_sd}
+    state = {"model": model_sd, "optim": optim_sd, **({"ema": ema} if ema is not None else {})}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
         dcp.load(state, checkpoint_id=os.path.join(path, "dcp"))

@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine floor as a fraction of --lr")
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--adam-eps", type=float, default=1e-8, help="AdamW epsilon (the official BAGEL trainer: 1e-15)")
     p.add_argument("--micro-batch", type=int, default=1, help="packed rows per rank per micro-step")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=2048)
@@ -63,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="BAGEL: chance that a reflection's context image is dropped from the ViT path")
     p.add_argument("--vae-cond-dropout", type=float, default=0.0,
                    help="BAGEL: chance that a reflection's context image is dropped from the VAE path")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="keep an EMA of the weights with this decay (official BAGEL fine-tuning: 0.99); BAGEL "
+                        "exports it as ema.safetensors, which the loader serves (single and fsdp2 backends)")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")
     p.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint under --out")
@@ -93,14 +97,15 @@ def _kind_weights(text: str | None) -> dict:
 def config_from_args(args):
     from unicorn.training.config import OptimConfig, TrainConfig
 
-    optim = OptimConfig(lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
+    optim = OptimConfig(lr=args.lr, weight_decay=args.weight_decay, eps=args.adam_eps, warmup=args.warmup,
+                        schedule=args.schedule,
                         min_lr_ratio=args.min_lr_ratio, clip=args.clip)
     return TrainConfig(
         model=args.model, data=args.data, out=args.out, backend=args.backend, deepspeed_config=args.deepspeed_config,
         steps=args.steps, micro_batch=args.micro_batch, grad_accum=args.grad_accum, seq_len=args.seq_len,
         seed=args.seed, optim=optim, kind_weights=_kind_weights(args.kind_weights), cond_dropout=args.cond_dropout,
         ce_weight=args.ce_weight, mse_weight=args.mse_weight, timestep_shift=args.timestep_shift,
-        vit_cond_dropout=args.vit_cond_dropout, vae_cond_dropout=args.vae_cond_dropout,
+        vit_cond_dropout=args.vit_cond_dropout, vae_cond_dropout=args.vae_cond_dropout, ema=args.ema,
         save_every=args.save_every,
         keep=args.keep, resume=args.resume, resume_from=args.resume_from, export=args.export,
         on_bad_record=args.on_bad_record, device=args.device, precision=args.precision,

@@ -54,10 +54,10 @@ def export_janus(state_dict: dict[str, torch.Tensor], source: str, out_dir: str,
 
 
 def write_export(tensors: dict[str, torch.Tensor], source: str, out_dir: str, is_weight_file,
-                 copy_unchanged: tuple[str, ...] = ()) -> str:
+                 copy_unchanged: tuple[str, ...] = (), extra_files: dict[str, dict[str, torch.Tensor]] | None = None) -> str:
     """Writes ``tensors`` (checkpoint key -> tensor) as model.safetensors (or 4 GiB shards + index) into
     ``out_dir``, atomically; every other file of ``source`` is copied, except those ``is_weight_file`` names,
-    which are left out unless listed in ``copy_unchanged``."""
+    which are left out unless listed in ``copy_unchanged``. ``extra_files``: more single safetensors files."""
     from safetensors.torch import save_file
 
     parent = os.path.dirname(os.path.abspath(out_dir))
@@ -90,6 +90,9 @@ def write_export(tensors: dict[str, torch.Tensor], source: str, out_dir: str, is
             weight_map.update({k: file for k in shard})
         with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=2)
+
+    for file, extra in (extra_files or {}).items():
+        save_file(extra, os.path.join(tmp, file), metadata={"format": "pt"})
 
     if os.path.exists(out_dir):
         old = tmp + ".old"

@@ -14,7 +14,8 @@ whole step (loss.py), so the loop, the backends and the checkpoints are the same
     meta()                 settings a resumed run must share (checked against the checkpoint)
     model_hash()           hash of the source checkpoint's configs
     state_prefix           the module's prefix in front of the model's own parameter names
-    export(state, out_dir) writes the trained model (full state, the model's names) in the engine's layout
+    export(state, out_dir, ema)  writes the trained model (full state, the model's names; ``ema``: the EMA
+                           weights, or None) in the engine's layout
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import torch
 from unicorn.cpr.schema import KINDS
 from unicorn.models import load_model, load_tokenizer
 from unicorn.training import checkpoint as ckpt
-from unicorn.training.config import TrainConfig
+from unicorn.training.config import ConfigError, TrainConfig
 from unicorn.training.data import PAD, DataConfig, SampleEncoder, VQCodeSource, kind_token_counts
 from unicorn.training.export import export_janus
 from unicorn.training.model import TrainingModel
@@ -17,6 +17,8 @@ class JanusFamily:
     state_prefix = "janus."
 
     def __init__(self, cfg: TrainConfig, device: torch.device, load_device: torch.device):
+        if cfg.ema:
+            raise ConfigError("--ema is BAGEL's (its export holds ema.safetensors); the Janus layout has no place for it")
         self.cfg, self.device = cfg, device
         janus = load_model(cfg.model, device=load_device, dtype=torch.float32)
         self.spec = janus.spec
@@ -49,5 +51,5 @@ class JanusFamily:
     def model_hash(self) -> str:
         return ckpt.model_config_hash(self.cfg.model)
 
-    def export(self, state: dict[str, torch.Tensor], out_dir: str) -> None:
+    def export(self, state: dict[str, torch.Tensor], out_dir: str, ema=None) -> None:
         export_janus(state, self.cfg.model, out_dir, tie_word_embeddings=self.tie_word_embeddings)

@@ -211,10 +211,18 @@ class Trainer:
 
     full_janus_state_dict = full_model_state_dict  # the name engine.update_weights' docs use
 
+    def full_ema_state_dict(self) -> dict[str, torch.Tensor]:
+        """The EMA weights by the model's names (frozen weights and buffers as trained: they do not move); a
+        collective."""
+        prefix = self.family.state_prefix
+        ema = {k.removeprefix(prefix): v for k, v in self.backend.full_ema_state_dict().items()}
+        return {**self.full_model_state_dict(), **ema}
+
     def export(self, out_dir: str) -> str:
         state = self.full_model_state_dict()
+        ema = self.full_ema_state_dict() if self.cfg.ema else None
         if self.rank == 0:
-            self.family.export(state, out_dir)
+            self.family.export(state, out_dir, ema=ema)
             self.log(f"exported to {out_dir}")
         self.backend.barrier()
         return out_dir
