@@ -332,3 +332,25 @@ def test_deepspeed_matches_single(stage, single_bagel_run, tiny_bagel, cpr_data,
     two = run_two_procs(model=tiny_bagel, data=cpr_data, out=str(tmp_path / "run"), backend="deepspeed",
                         deepspeed_config=str(ds), micro_batch=1, seq_len=SEQ, steps=3)
     _close(single_bagel_run[0], two)
+
+
+def test_bad_bagel_records_are_one_line_errors(tiny_bagel, cpr_data, tmp_path, capsys):
+    from unicorn.cpr.schema import ImageRef, ReflectionRecord, write_dataset
+    from unicorn.training.cli import main
+
+    data = str(tmp_path / "data")
+    os.makedirs(os.path.join(data, "images"))
+    for name in os.listdir(os.path.join(cpr_data, "images")):
+        os.symlink(os.path.join(cpr_data, "images", name), os.path.join(data, "images", name))
+    meta = dict(category="attribute", prompt="a red circle", seed=0)
+    good = ReflectionRecord(id="ok", loser_image=ImageRef(path="images/blue_square.png"),
+                            winner_image=ImageRef(path="images/red_circle.png"), loser_score=2, winner_score=9, **meta)
+    codes_only = ReflectionRecord(id="codes", loser_image=ImageRef(path="images/blue_square.png"),
+                                  winner_image=ImageRef(vq_codes=(1, 2, 3)), loser_score=2, winner_score=9, **meta)
+    write_dataset(data, [good, codes_only], source_model="test")
+    args = ["--model", tiny_bagel, "--data", data, "--out", str(tmp_path / "run"), "--steps", "1", "--seq-len", str(SEQ)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+    assert "data-00000.jsonl:2" in err and "'winner_image.path'" in err and "required for BAGEL" in err
+    assert main(args + ["--on-bad-record", "skip"]) == 0
