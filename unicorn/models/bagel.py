@@ -309,13 +309,26 @@ class BagelModel(nn.Module):
             out.append(image.detach().float())
         return out
 
-    def image_token_count(self, pixel_values: torch.Tensor) -> int:
-        """ViT tokens of one preprocessed image [3, H, W] (the markers of its block not counted)."""
-        p = self.arch.vit.patch_size
+    # The image encoders a prompt's image block may use: "vit" (understanding expert, the default) and "vae"
+    # (clean latents at t = 0 on the generation expert: the context images of image-conditioned generation).
+    generation_encoders = ("vae",)
+
+    def image_token_count(self, pixel_values: torch.Tensor, encoder: str = "vit") -> int:
+        """Tokens of one preprocessed image [3, H, W] (the markers of its block not counted)."""
+        p = self.arch.latent_downsample if encoder == "vae" else self.arch.vit.patch_size
         return (pixel_values.shape[1] // p) * (pixel_values.shape[2] // p)
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] (one size) -> the LM inputs of their ViT tokens [N, n, H]."""
+    def encode_images(self, pixel_values: torch.Tensor, encoder: str = "vit") -> torch.Tensor:
+        """[N, 3, H, W] (one size) -> the LM inputs of their ViT tokens, or with ``encoder="vae"`` of their clean
+        VAE latents (posterior mean, t = 0), [N, n, H]."""
+        if encoder == "vae":
+            height, width = pixel_values.shape[2:]
+            pos = self.latent_positions(height, width).to(pixel_values.device)
+            out = []
+            for img in pixel_values:
+                latents = self.encode_vae(img)
+                out.append(self.embed_latents(latents, torch.zeros(latents.shape[0], device=img.device), pos))
+            return torch.stack(out)
         return torch.stack(self.encode_vit(list(pixel_values)))
 
     @staticmethod
