@@ -26,6 +26,7 @@ CONFIG_FILES = ("llm_config.json", "vit_config.json", "config.json")
 
 class BagelFamily:
     terms = TERMS
+    metrics_noun = "term"
     state_prefix = "bagel."
 
     def __init__(self, cfg: TrainConfig, device: torch.device, load_device: torch.device):
@@ -38,6 +39,9 @@ class BagelFamily:
         self.model_view = bagel  # arch, token ids, spec for the data pipeline
         self.module = BagelTrainingModel(bagel.train())
         self.num_params = sum(p.numel() for p in self.module.parameters())  # without the VAE
+        # a token runs one MoT expert: MFU counts the parameters of one (``*_moe_gen`` left out)
+        self.active_params = self.num_params - sum(p.numel() for n, p in self.module.named_parameters()
+                                                   if "_moe_gen" in n)
 
     def weights(self) -> torch.Tensor:
         return torch.tensor([self.cfg.ce_weight, self.cfg.mse_weight], dtype=torch.float32)

@@ -14,6 +14,7 @@ from unicorn.training.model import TrainingModel
 
 class JanusFamily:
     terms = KINDS
+    metrics_noun = "kind"
     state_prefix = "janus."
 
     def __init__(self, cfg: TrainConfig, device: torch.device, load_device: torch.device):
@@ -27,6 +28,7 @@ class JanusFamily:
         self.tie_word_embeddings = janus.arch.tie_word_embeddings
         self.module = TrainingModel(janus.train())
         self.num_params = sum(p.numel() for p in self.module.parameters())  # without the VQ codec
+        self.active_params = self.num_params
 
     def weights(self) -> torch.Tensor:
         return torch.tensor(self.cfg.weights(), dtype=torch.float32)

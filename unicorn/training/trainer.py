@@ -74,6 +74,8 @@ class Trainer:
         self.data = self.family.build_data(self.rank, self.world_size, self.log)
         self.weights = self.family.weights()
         self.num_params = self.family.num_params
+        self.active_params = self.family.active_params  # per token, for MFU
+        self.noun = self.family.metrics_noun  # metrics keys: loss_per_kind (Janus) or loss_per_term (BAGEL)
         self.step = 0
         self.ckpt_root = os.path.join(cfg.out, "checkpoints")
         self.metrics = MetricsLog(os.path.join(cfg.out, "metrics.jsonl") if self.rank == 0 else None)
@@ -150,23 +152,19 @@ class Trainer:
 
         per_term = {k: float(sums[i] / counts[i]) for i, k in enumerate(self.terms) if counts[i] > 0}
         loss_value = sum(float(self.weights[self.terms.index(k)]) * v for k, v in per_term.items())
-        # Janus' terms are the CPR kinds (the metrics' historical key); BAGEL's are ce and mse
-        per_key, count_key = (("loss_per_kind", "tokens_per_kind") if self.terms == KINDS
-                              else ("loss_per_term", "tokens_per_term"))
         row = {
-            "step": self.step, "loss": loss_value, per_key: per_term,
-            count_key: {k: int(counts[i]) for i, k in enumerate(self.terms)},
+            "step": self.step, "loss": loss_value, f"loss_per_{self.noun}": per_term,
+            f"tokens_per_{self.noun}": {k: int(counts[i]) for i, k in enumerate(self.terms)},
             "lr": lr, "grad_norm": grad_norm, "tokens": int(tokens.item()), "step_time_s": elapsed,
             "tokens_per_s": float(tokens.item()) / elapsed,
             "padding": 1.0 - float(tokens.item()) / (cfg.seq_len * cfg.micro_batch * cfg.grad_accum * self.world_size),
         }
         if self.device.type == "cuda":
-            row["mfu"] = 6 * self.num_params * row["tokens"] / elapsed / (PEAK_BF16_FLOPS * self.world_size)
+            row["mfu"] = 6 * self.active_params * row["tokens"] / elapsed / (PEAK_BF16_FLOPS * self.world_size)
         return row
 
     def _progress(self, row: dict) -> str:
-        per_term = row.get("loss_per_kind", row.get("loss_per_term", {}))
-        kinds = " ".join(f"{SHORT.get(k, k)} {v:.3f}" for k, v in per_term.items())
+        kinds = " ".join(f"{SHORT.get(k, k)} {v:.3f}" for k, v in row[f"loss_per_{self.noun}"].items())
         line = (f"step {row['step']}/{self.cfg.steps} | loss {row['loss']:.4f} ({kinds}) | lr {row['lr']:.2e} | "
                 f"gnorm {row['grad_norm']:.3f} | {row['tokens_per_s']:.0f} tok/s")
         return line + (f" | mfu {100 * row['mfu']:.1f}%" if "mfu" in row else "")
@@ -193,8 +191,7 @@ class Trainer:
         summary = {
             "steps": self.step, "elapsed_s": elapsed,
             "final_loss": done[-1]["loss"] if done else None,
-            "final_loss_per_kind" if self.terms == KINDS else "final_loss_per_term":
-                (done[-1].get("loss_per_kind", done[-1].get("loss_per_term")) if done else None),
+            f"final_loss_per_{self.noun}": done[-1][f"loss_per_{self.noun}"] if done else None,
             "tokens_per_s": sum(r["tokens"] for r in done) / max(elapsed, 1e-9),
             "checkpoint": ckpt.latest_checkpoint(self.ckpt_root),
         }
