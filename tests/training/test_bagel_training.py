@@ -354,3 +354,39 @@ def test_bad_bagel_records_are_one_line_errors(tiny_bagel, cpr_data, tmp_path, c
     assert err.startswith("error:") and len(err.splitlines()) == 1
     assert "data-00000.jsonl:2" in err and "'winner_image.path'" in err and "required for BAGEL" in err
     assert main(args + ["--on-bad-record", "skip"]) == 0
+
+
+@pytest.mark.parametrize("normalization", ["step", "micro"])
+def test_the_step_gradient_follows_the_normalization(normalization, tiny_bagel, cpr_data, tmp_path):
+    """step: each term's sum over both micro-steps / its count over both; micro (the official trainer): each
+    micro-step's sums / that micro-step's counts, the two averaged."""
+    import copy
+
+    from unicorn.training.bagel_data import term_counts
+
+    kw = dict(steps=1, micro_batch=1, grad_accum=2, loss_normalization=normalization)
+    trainer = Trainer(bagel_config(tiny_bagel, cpr_data, str(tmp_path / "a"), **kw), **QUIET)
+    twin = Trainer(bagel_config(tiny_bagel, cpr_data, str(tmp_path / "b"), **kw), **QUIET)  # the same stream
+    reference = copy.deepcopy(trainer.backend.module)
+    grads = {}
+    step = trainer.backend.step
+
+    def capture(clip):
+        grads.update({n: p.grad.clone() for n, p in trainer.backend.module.named_parameters() if p.grad is not None})
+        return step(clip)
+
+    trainer.backend.step = capture
+    trainer.train_step()
+    batches = [twin.data.next_batch() for _ in range(2)]
+    sums = [reference(b) for b in batches]
+    counts = [term_counts(b).float().clamp(min=1) for b in batches]  # a term absent from a micro-step adds 0
+    w = torch.tensor([0.1, 1.0])
+    if normalization == "step":
+        loss = (w * (sums[0] + sums[1]) / sum(term_counts(b).float() for b in batches).clamp(min=1)).sum()
+    else:
+        loss = ((w * sums[0] / counts[0]).sum() + (w * sums[1] / counts[1]).sum()) / 2
+    loss.backward()
+    assert counts[0][1] != counts[1][1] or counts[0][0] != counts[1][0]  # the two normalizations differ here
+    for n, p in reference.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[n], p.grad, rtol=1e-5, atol=1e-7)

@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=0.0,
                    help="keep an EMA of the weights with this decay (official BAGEL fine-tuning: 0.99); BAGEL "
                         "exports it as ema.safetensors, which the loader serves (single and fsdp2 backends)")
+    p.add_argument("--loss-normalization", default="step", choices=["step", "micro"],
+                   help="each loss term's mean over its tokens in the whole step, or per micro-step with the "
+                        "micro-steps weighted equally (the official BAGEL trainer; the same at --grad-accum 1)")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")
     p.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint under --out")
@@ -106,6 +109,7 @@ def config_from_args(args):
         seed=args.seed, optim=optim, kind_weights=_kind_weights(args.kind_weights), cond_dropout=args.cond_dropout,
         ce_weight=args.ce_weight, mse_weight=args.mse_weight, timestep_shift=args.timestep_shift,
         vit_cond_dropout=args.vit_cond_dropout, vae_cond_dropout=args.vae_cond_dropout, ema=args.ema,
+        loss_normalization=args.loss_normalization,
         save_every=args.save_every,
         keep=args.keep, resume=args.resume, resume_from=args.resume_from, export=args.export,
         on_bad_record=args.on_bad_record, device=args.device, precision=args.precision,

@@ -70,6 +70,7 @@ class TrainConfig:
     vit_cond_dropout: float = 0.0
     vae_cond_dropout: float = 0.0
     ema: float = 0.0  # decay of an EMA of the weights (0: none; official BAGEL fine-tuning: 0.99)
+    loss_normalization: str = "step"  # each term over its tokens in the step, or per micro-step (official BAGEL)
     save_every: int = 0  # 0: only at the end
     keep: int = 2
     resume: bool = False
@@ -101,6 +102,8 @@ class TrainConfig:
         for name in ("cond_dropout", "vit_cond_dropout", "vae_cond_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if self.loss_normalization not in ("step", "micro"):
+            raise ConfigError(f"--loss-normalization must be step or micro, got {self.loss_normalization!r}")
         if not (self.ema == 0.0 or 0.0 < self.ema < 1.0):
             raise ConfigError(f"--ema must be 0 (off) or in (0, 1), got {self.ema}")
         if self.ce_weight < 0 or self.mse_weight < 0 or not self.timestep_shift > 0:

@@ -3,7 +3,9 @@
 One optimizer step takes ``grad_accum`` micro-batches of ``micro_batch`` packed rows per rank. The model family
 (family.py: Janus, BAGEL) names the loss terms; each term's loss is its mean over its target tokens in the whole
 global step (Janus: CE per CPR kind; BAGEL: text CE and flow-matching MSE), and the step loss is their weighted sum
-(loss.py), so single, fsdp2 and deepspeed runs with the same global batch compute the same numbers.
+(loss.py), so single, fsdp2 and deepspeed runs with the same global batch compute the same numbers. With
+``--loss-normalization micro`` (the official BAGEL trainer's) each micro-step's terms are normalized by that
+micro-step's global counts and the micro-steps weigh equally (the same at --grad-accum 1).
 """
 from __future__ import annotations
 
@@ -89,6 +91,7 @@ class Trainer:
             "backend": self.cfg.backend, "world_size": self.world_size,
             "model_hash": self.family.model_hash(), "freeze_vision": self.cfg.freeze_vision,
             "micro_batch": self.cfg.micro_batch, "grad_accum": self.cfg.grad_accum, "seq_len": self.cfg.seq_len,
+            **({"loss_normalization": "micro"} if self.cfg.loss_normalization == "micro" else {}),
             **self.family.meta(),
         }
 
@@ -131,7 +134,8 @@ class Trainer:
         cfg, backend = self.cfg, self.backend
         start = time.perf_counter()
         micro = [self.data.next_batch() for _ in range(cfg.grad_accum)]
-        counts = backend.all_reduce_sum(sum(self.family.counts(b) for b in micro))  # [M] float64, global
+        per_micro = backend.all_reduce_sum(torch.stack([self.family.counts(b) for b in micro]))  # [G, M], global
+        counts = per_micro.sum(0)
         tokens = backend.all_reduce_sum(torch.tensor([sum(self.family.num_tokens(b) for b in micro)]))
         lr = cfg.optim.lr_at(self.step, cfg.steps)
         backend.set_lr(lr)
@@ -140,7 +144,11 @@ class Trainer:
             batch = self._to_device(batch)
             with backend.autocast():
                 ce_sums = backend.forward(batch)
-            loss = weighted_step_loss(ce_sums, counts.to(ce_sums.device), self.weights, self.world_size)
+            if cfg.loss_normalization == "micro":  # the official BAGEL trainer: per micro-step, then / grad_accum
+                loss = weighted_step_loss(ce_sums, per_micro[i].to(ce_sums.device), self.weights,
+                                          self.world_size) / cfg.grad_accum
+            else:
+                loss = weighted_step_loss(ce_sums, counts.to(ce_sums.device), self.weights, self.world_size)
             backend.backward(loss, last_micro=i == cfg.grad_accum - 1)
             sums += ce_sums.detach().double().cpu()
         grad_norm = backend.step(cfg.optim.clip)
