@@ -390,21 +390,24 @@ class Engine:
         from unicorn.engine.flow import FlowState
 
         try:
-            ids = self.prompts.flow_context(prompt)
-            if len(ids) >= self.max_model_len:
-                raise RequestError(f"prompt has {len(ids)} tokens but the context is {self.max_model_len} tokens")
+            contexts, context_size = self.prompts.flow_contexts(prompt, self.model.flow)
+            for ids, _ in contexts.values():
+                if len(ids) >= self.max_model_len:
+                    raise RequestError(f"prompt has {len(ids)} tokens but the context is {self.max_model_len} tokens")
             try:
-                plan = self.model.flow.plan(params, params.n)
+                plan = (self.model.flow.plan(params, params.n) if context_size is None
+                        else self.model.flow.plan(params, params.n, context_size))
             except ValueError as err:
                 raise RequestError(str(err)) from None
             seed = self._seed(params.seed if params.seeds is None else params.seeds[0])
             seeds = params.seeds if params.seeds is not None else [sample_seed(seed, i) for i in range(params.n)]
             latents = [self.model.flow.initial_latents(plan, s) for s in seeds]
-            row = Sequence(ids, output_kind="text")
-            request = Request(RequestKind.FLOW, params, seed, [row], 0, priority=priority)
-            request.flow = FlowState(plan, latents)
-            self._check_blocks_fit(request.flow.query_row(row, 0, "cond"))
-            request.flow.query_rows.clear()
+            rows = [Sequence(ids, images=images, output_kind="text") for ids, images in contexts.values()]
+            request = Request(RequestKind.FLOW, params, seed, rows, 0, priority=priority)
+            request.flow = FlowState(plan, latents, contexts={b: k for k, b in enumerate(contexts)})
+            for row in rows:
+                self._check_blocks_fit(request.flow.query_row(row, 0, "cond"))
+                request.flow.query_rows.clear()
             self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.FLOW, params, str(err))

@@ -45,19 +45,23 @@ class ModelRunner:
         self.encoder_cache: dict[int, torch.Tensor] = {}  # image content hash -> [num_image_tokens, H]
 
     # ---- inputs ---------------------------------------------------------------------------------
-    def _image_features(self, seq: Sequence, start: int, end: int) -> list[tuple[int, int, torch.Tensor]]:
-        """(packed-relative start, end, features) for the image placeholder tokens in [start, end)."""
+    def _image_features(self, seq: Sequence, start: int, end: int) -> list[tuple[int, int, torch.Tensor, bool]]:
+        """(packed-relative start, end, features, on the generation expert) for the image placeholder tokens in
+        [start, end)."""
         spans = []
         for image in seq.images:
             lo, hi = max(start, image.offset), min(end, image.offset + image.length)
             if lo >= hi:
                 continue
-            features = self.encoder_cache.get(image.content_hash)
+            key = image.content_hash if image.encoder is None else (image.content_hash, image.encoder)
+            features = self.encoder_cache.get(key)
             if features is None:
                 pixels = image.pixel_values.to(self.device, self.spec.dtype)
-                features = self.model.encode_images(pixels[None])[0]
-                self.encoder_cache[image.content_hash] = features
-            spans.append((lo - start, hi - start, features[lo - image.offset : hi - image.offset]))
+                extra = {} if image.encoder is None else {"encoder": image.encoder}
+                features = self.model.encode_images(pixels[None], **extra)[0]
+                self.encoder_cache[key] = features
+            gen = image.encoder is not None and image.encoder in getattr(self.model, "generation_encoders", ())
+            spans.append((lo - start, hi - start, features[lo - image.offset : hi - image.offset], gen))
         return spans
 
     def _embed(self, out: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -87,8 +91,10 @@ class ModelRunner:
                 continue
             image_outputs = seq.output_kind == "image"
             is_image_code.extend(image_outputs and p >= seq.num_prompt_tokens for p in range(start, end))
-            for lo, hi, feats in self._image_features(seq, start, end):
+            for lo, hi, feats, gen in self._image_features(seq, start, end):
                 overrides.append((base + lo, base + hi, feats))
+                if gen:
+                    gen_rows.extend(range(base + lo, base + hi))
         ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)
         code_mask = torch.tensor(is_image_code, dtype=torch.bool, device=self.device)
         if code_mask.all():
@@ -285,5 +291,6 @@ class ModelRunner:
             return torch.cat([self.model.decode_image_tokens(codes[i : i + chunk]) for i in range(0, len(codes), chunk)])
 
     def release_images(self, request: Request) -> None:
-        for image in request.rows[0].images:
-            self.encoder_cache.pop(image.content_hash, None)
+        for row in request.rows:
+            for image in row.images:
+                self.encoder_cache.pop(image.content_hash if image.encoder is None else (image.content_hash, image.encoder), None)
