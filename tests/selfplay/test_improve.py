@@ -145,8 +145,11 @@ def test_control_data_set_has_the_same_records_with_other_images(finished, tmp_p
             assert rec == judge[i]
     again = rebuild_cpr(str(run), str(tmp_path / "control-again"), selection="random", log=lambda *_: None)
     assert again == summary
-    assert (tmp_path / "control" / "data-00000.jsonl").read_bytes() == \
-        (tmp_path / "control-again" / "data-00000.jsonl").read_bytes()
+    # the same shards, byte for byte (the CPR store shards per kind: data-<kind>-00000.parquet ...)
+    shards = json.loads((tmp_path / "control" / "manifest.json").read_text())["shards"]
+    assert shards and shards == json.loads((tmp_path / "control-again" / "manifest.json").read_text())["shards"]
+    for name in shards:
+        assert (tmp_path / "control" / name).read_bytes() == (tmp_path / "control-again" / name).read_bytes(), name
 
 
 def test_evaluators_are_plug_ins(tmp_path):
