@@ -324,8 +324,6 @@ def _close(a, b):
 
 
 def test_fsdp2_matches_single(single_bagel_run, tiny_bagel, cpr_data, tmp_path):
-    from safetensors.torch import load_file
-
     from helpers import run_two_procs
 
     single, single_export = single_bagel_run
@@ -333,8 +331,14 @@ def test_fsdp2_matches_single(single_bagel_run, tiny_bagel, cpr_data, tmp_path):
                         seq_len=SEQ, steps=3, ema_decay=0.9, export_ema=True,
                         export=str(tmp_path / "export"))
     _close(single, two)
+    _same_export(str(tmp_path / "export"), single_export)
+
+
+def _same_export(got_dir: str, want_dir: str) -> None:
+    from safetensors.torch import load_file
+
     for file in ("model.safetensors", "ema.safetensors"):
-        got, want = load_file(str(tmp_path / "export" / file)), load_file(os.path.join(single_export, file))
+        got, want = load_file(os.path.join(got_dir, file)), load_file(os.path.join(want_dir, file))
         assert got.keys() == want.keys()
         for k in want:  # AdamW turns reduction-order noise in near-zero gradients into ~1e-6 of the 1e-3 steps
             torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
@@ -349,8 +353,10 @@ def test_deepspeed_matches_single(stage, single_bagel_run, tiny_bagel, cpr_data,
     ds = tmp_path / "ds.json"
     ds.write_text(json.dumps({"zero_optimization": {"stage": stage}, "gradient_clipping": 1.0}))
     two = run_two_procs(model=tiny_bagel, data=cpr_data, out=str(tmp_path / "run"), backend="deepspeed",
-                        deepspeed_config=str(ds), micro_batch=1, seq_len=SEQ, steps=3)
+                        deepspeed_config=str(ds), micro_batch=1, seq_len=SEQ, steps=3, ema_decay=0.9,
+                        export_ema=True, export=str(tmp_path / "export"))
     _close(single_bagel_run[0], two)
+    _same_export(str(tmp_path / "export"), single_bagel_run[1])  # ZeRO-3: the EMA gathered from the partitions
 
 
 def test_bad_bagel_records_are_one_line_errors(tiny_bagel, cpr_data, tmp_path, capsys):
