@@ -112,7 +112,7 @@ def test_truncated_bin_shard_names_the_file(tiny, tmp_path):
 
 # ---- one CLI tree -----------------------------------------------------------------------------------------------
 
-COMMANDS = {"demo", "generate", "generate-images", "train", "toyworld", "selfplay", "cpr", "unicycle"}
+COMMANDS = {"demo", "generate", "generate-images", "train", "toyworld", "selfplay", "cpr", "improve", "unicycle"}
 
 
 def test_help_lists_every_subcommand():

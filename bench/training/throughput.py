@@ -3,6 +3,7 @@ tokens/s + MFU at Janus-Pro-1B/7B shapes (random weights). Rows go to bench/resu
 
     python bench/training/throughput.py --preset tiny --steps 20          # CPU: single vs fsdp2 x2
     python bench/training/throughput.py --preset janus-pro-1b --gpu       # GPU: single, bf16
+    python bench/training/throughput.py --family bagel --preset cpu-small # BAGEL (CE + flow MSE), CPU
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def run(backend: str, nproc: int, model: str, data: str, out: str, args) -> list
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--family", default="janus", choices=["janus", "bagel"])
     p.add_argument("--preset", default="tiny")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seq-len", type=int, default=512)
@@ -43,13 +45,20 @@ def main() -> None:
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--ac", action="store_true", help="activation checkpointing (GPU)")
     args = p.parse_args()
-    from unicorn.models.janus_tiny import write_random_janus_checkpoint
     from unicorn.training.synthetic import write_synthetic_cpr
 
     tmp = tempfile.mkdtemp(prefix="unicorn-bench-train-")
-    model = write_random_janus_checkpoint(os.path.join(tmp, "model"), preset=args.preset, seed=0)
-    with open(os.path.join(model, "config.json")) as f:
-        image_size = json.load(f)["vision_config"]["image_size"]
+    if args.family == "bagel":
+        from unicorn.models.bagel_tiny import arch_for_preset, write_random_bagel_checkpoint
+
+        model = write_random_bagel_checkpoint(os.path.join(tmp, "model"), preset=args.preset, seed=0)
+        image_size = arch_for_preset(args.preset).vae_min_image_size * 2  # 2x2 latent tokens at least
+    else:
+        from unicorn.models.janus_tiny import write_random_janus_checkpoint
+
+        model = write_random_janus_checkpoint(os.path.join(tmp, "model"), preset=args.preset, seed=0)
+        with open(os.path.join(model, "config.json")) as f:
+            image_size = json.load(f)["vision_config"]["image_size"]
     data = os.path.join(tmp, "data")
     write_synthetic_cpr(data, image_size=image_size, per_kind=32)
     runs = [("single", 1)] if args.gpu else [("single", 1), ("fsdp2", 2)]
@@ -58,7 +67,7 @@ def main() -> None:
         metrics = run(backend, nproc, model, data, os.path.join(tmp, f"run-{backend}"), args)[3:]  # skip warm-up
         tps = sorted(m["tokens_per_s"] for m in metrics)
         q = statistics.quantiles(tps, n=5)
-        config = {"preset": args.preset, "seq_len": args.seq_len, "global_rows": args.micro_batch, "nproc": nproc,
+        config = {"family": args.family, "preset": args.preset, "image_size": image_size, "seq_len": args.seq_len, "global_rows": args.micro_batch, "nproc": nproc,
                   "steps": args.steps, "p20": q[0], "p80": q[3], "padding": statistics.mean(m["padding"] for m in metrics)}
         rows.append({"bench": "training", "provider": f"{backend}x{nproc}", "metric": "tokens_per_s",
                      "value": statistics.median(tps), "unit": "tok/s", "config": config,

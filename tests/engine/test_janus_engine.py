@@ -40,10 +40,11 @@ def hf_image_tokens(model, ids, cfg_scale):
                               generation_config=config)[0]
 
 
-@pytest.mark.parametrize("block_size", [4, 16])
-def test_greedy_cfg_images_match_transformers_in_a_mixed_length_batch(saved, block_size):
+@pytest.mark.parametrize("block_size,cfg_head_mix", [(4, True), (16, True), (16, False)])
+def test_greedy_cfg_images_match_transformers_in_a_mixed_length_batch(saved, block_size, cfg_head_mix):
+    # cfg_head_mix (the default): CFG on the image head's last-layer input, one GEMM per image
     hf_model, path = saved
-    engine = Engine(path, block_size=block_size, num_kv_blocks=256)
+    engine = Engine(path, block_size=block_size, num_kv_blocks=256, cfg_head_mix=cfg_head_mix)
     prompts = [image_prompt(n, seed=n) for n in (5, 9, 14)]
     outputs = engine.generate_images(prompts, ImageGenParams(n=1, cfg_scale=4.0, temperature=0.0))
     for ids, out in zip(prompts, outputs):

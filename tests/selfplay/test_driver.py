@@ -120,7 +120,8 @@ def test_cpr_rebuilds_with_another_recipe(finished_run, tmp_path):
     from unicorn.selfplay.run import rebuild_cpr
 
     same = rebuild_cpr(str(out), str(tmp_path / "same"), log=lambda *_: None)
-    assert (tmp_path / "same" / "data-00000.jsonl").read_bytes() == (out / "data-00000.jsonl").read_bytes()
+    for shard in json.loads((out / "manifest.json").read_text())["shards"]:
+        assert (tmp_path / "same" / shard).read_bytes() == (out / shard).read_bytes()
     assert same["cpr_counts"] == summary["cpr_counts"]
     strict = tmp_path / "strict"
     shutil.copytree(out / "recipe", strict)
@@ -133,3 +134,80 @@ def test_cpr_rebuilds_with_another_recipe(finished_run, tmp_path):
     assert rebuilt["cpr_counts"]["t2i"] <= summary["cpr_counts"]["t2i"]
     with pytest.raises(RunDirError, match="run directory itself"):
         rebuild_cpr(str(out), str(out), log=lambda *_: None)
+
+
+def test_a_cpr_build_killed_half_way_resumes_to_the_same_bytes(finished_run, tmp_path, monkeypatch):
+    """The data set of a run is streamed into shards: a crash part-way through leaves committed shards that the
+    re-run keeps, and the result is byte-identical to an uninterrupted build."""
+    from unicorn.cpr import shards
+    from unicorn.selfplay import run as run_mod
+    from unicorn.selfplay.recipe import load_recipe
+
+    out, _ = finished_run
+    monkeypatch.setattr(run_mod, "SHARD_SIZE", 2)
+    recipe, cfg = load_recipe(str(out / "recipe")), SelfPlayConfig(N, seed=0, epoch_size=EPOCH)
+    total = run_mod.finalize(RunDir(out), recipe, cfg, source_model="m", dest=tmp_path / "ref")["cpr_counts"]
+    real, added = shards.DatasetWriter.add, []
+    assert sum(total.values()) >= 4, total
+
+    def crashes(self, record):
+        if len(added) == sum(total.values()) // 2 + 1:
+            raise KeyboardInterrupt
+        added.append(record.id)
+        real(self, record)
+
+    monkeypatch.setattr(shards.DatasetWriter, "add", crashes)
+    with pytest.raises(KeyboardInterrupt):
+        run_mod.finalize(RunDir(out), recipe, cfg, source_model="m", dest=tmp_path / "resumed")
+    monkeypatch.setattr(shards.DatasetWriter, "add", real)
+    assert (tmp_path / "resumed" / ".cpr-progress").is_dir() and not (tmp_path / "resumed" / "manifest.json").exists()
+    run_mod.finalize(RunDir(out), recipe, cfg, source_model="m", dest=tmp_path / "resumed")
+    assert _files(tmp_path / "resumed") == _files(tmp_path / "ref")
+    from unicorn.cpr.shards import verify_dataset
+
+    assert verify_dataset(str(tmp_path / "ref")) == []
+
+
+@pytest.mark.slow
+def test_two_workers_under_torchrun_killed_then_resumed_equal_one_worker(finished_run, tmp_path):
+    """2 processes under torchrun (one engine each, gloo), SIGKILLed (the launcher and both workers) once the first
+    epoch part is written, then the same command again: every file of the run equals the one-worker run's
+    (run.json, which records the worker count, and timing.json aside)."""
+    reference, _ = finished_run
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "unicorn.cli",
+           "selfplay", "--num-prompts", str(N), "--epoch-size", str(EPOCH), "--out", str(out), "--no-progress",
+           "--workers", "2", "--num-kv-blocks", "2048"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    parts = out / "epochs" / "parts"
+    while not (parts.is_dir() and any(parts.glob("epoch-*.json"))) and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    killed_at = sorted(p.name for p in parts.glob("epoch-*.json"))
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert killed_at and not parts.exists()  # merged into epoch files by rank 0
+    assert json.loads((out / "run.json").read_text())["config"]["workers"] == 2
+    got, want = _files(out), _files(reference)
+    got.pop("run.json"), want.pop("run.json")
+    assert got.keys() == want.keys()
+    assert [k for k in got if got[k] != want[k]] == []
+
+
+@pytest.mark.slow
+def test_two_ray_actors_equal_one_worker(finished_run, tmp_path):
+    """The same job as 2 Ray actors (one engine each): every file equals the one-worker run's (run.json aside)."""
+    pytest.importorskip("ray")
+    reference, _ = finished_run
+    out = tmp_path / "run"
+    selfplay(str(default_model_path()), "toyworld", SelfPlayConfig(N, seed=0, epoch_size=EPOCH), str(out),
+             progress=False, log=lambda *_: None, workers=2, backend="ray", num_kv_blocks=2048)
+    assert json.loads((out / "run.json").read_text())["config"]["workers"] == 2
+    got, want = _files(out), _files(reference)
+    got.pop("run.json"), want.pop("run.json")
+    assert got.keys() == want.keys()
+    assert [k for k in got if got[k] != want[k]] == []

@@ -21,3 +21,10 @@ def cpr_data(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cpr") / "data")
     write_synthetic_cpr(path, image_size=32)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bagel(tmp_path_factory):
+    from unicorn.models.bagel_tiny import write_random_bagel_checkpoint
+
+    return write_random_bagel_checkpoint(str(tmp_path_factory.mktemp("bagel") / "tiny"), preset="tiny", seed=0)

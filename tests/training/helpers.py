@@ -28,7 +28,7 @@ def _worker(rank: int, world: int, init_file: str, cfg_kwargs: dict, result_file
         trainer.train()
         if rank == 0:
             with open(result_file, "w") as f:
-                json.dump([r["loss_per_kind"] | {"loss": r["loss"]} for r in trainer.history], f)
+                json.dump(losses(trainer.history), f)
         dist.barrier()
         dist.destroy_process_group()
     except BaseException:
@@ -51,4 +51,5 @@ def run_two_procs(**cfg_kwargs) -> list[dict]:
 
 
 def losses(history) -> list[dict]:
-    return [r["loss_per_kind"] | {"loss": r["loss"]} for r in history]
+    """Per step: the loss of each term (Janus: per CPR kind; BAGEL: ce, mse) and the weighted total."""
+    return [r.get("loss_per_kind", r.get("loss_per_term")) | {"loss": r["loss"]} for r in history]

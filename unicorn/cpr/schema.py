@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 
@@ -304,6 +304,12 @@ class Manifest:
     seed: int | None = None
     config: dict = field(default_factory=dict)
     schema_version: int | None = SCHEMA_VERSION  # None: no manifest.json, each line's version is inferred
+    # Integrity (unicorn/cpr/shards.py; absent from data sets written before them): sha256 of every shard, records
+    # per shard, sha256 of every image the records reference, and other listed files ({"path", "sha256"}).
+    shard_sha256: dict = field(default_factory=dict)
+    shard_records: dict = field(default_factory=dict)
+    image_sha256: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -314,9 +320,9 @@ def read_manifest(data_dir: str) -> Manifest:
     if not os.path.isdir(data_dir):
         raise RecordError(f"data directory {data_dir!r} does not exist")
     if not os.path.exists(path):
-        shards = sorted(f for f in os.listdir(data_dir) if f.startswith("data-") and f.endswith(".jsonl"))
+        shards = sorted(f for f in os.listdir(data_dir) if f.startswith("data-") and f.endswith((".jsonl", ".parquet")))
         if not shards:
-            raise RecordError(f"{data_dir}: no {MANIFEST} and no data-*.jsonl shards")
+            raise RecordError(f"{data_dir}: no {MANIFEST} and no data-*.jsonl / data-*.parquet shards")
         return Manifest(num_records=-1, counts={}, shards=shards, schema_version=None)  # counts unknown until read
     try:
         with open(path) as f:
@@ -344,22 +350,35 @@ def read_records(data_dir: str, on_bad_record: str = "stop", warn=print, with_lo
     manifest = read_manifest(data_dir)
     for shard in manifest.shards:
         path = os.path.join(data_dir, shard)
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    try:
-                        d = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise RecordError(f"not valid JSON ({e.msg} at column {e.colno})") from None
-                    record = record_from_dict(d, manifest.schema_version or _line_version(d))
-                    yield (record, f"{path}:{line_no}") if with_location else record
-                except (RecordError, TypeError) as e:
-                    message = f"{path}:{line_no}: bad record: {e}"
-                    if on_bad_record == "stop":
-                        raise RecordError(message + " (use --on-bad-record skip to skip such lines)") from None
-                    warn(f"warning: skipped {message}")
+        for line_no, d in _shard_rows(path):
+            try:
+                if isinstance(d, json.JSONDecodeError):
+                    raise RecordError(f"not valid JSON ({d.msg} at column {d.colno})")
+                record = record_from_dict(d, manifest.schema_version or _line_version(d))
+                yield (record, f"{path}:{line_no}") if with_location else record
+            except (RecordError, TypeError) as e:
+                message = f"{path}:{line_no}: bad record: {e}"
+                if on_bad_record == "stop":
+                    raise RecordError(message + " (use --on-bad-record skip to skip such lines)") from None
+                warn(f"warning: skipped {message}")
+
+
+def _shard_rows(path: str) -> Iterator:
+    """(line or row number from 1, the row as a dict or the JSONDecodeError of its line) of a .jsonl or .parquet
+    shard."""
+    if path.endswith(".parquet"):
+        from unicorn.cpr.shards import iter_parquet_rows
+
+        yield from enumerate(iter_parquet_rows(path), 1)
+        return
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield line_no, e
 
 
 def write_dataset(
@@ -370,44 +389,17 @@ def write_dataset(
     source_model: str | None = None,
     seed: int | None = None,
     config: dict | None = None,
+    shard_format: str = "jsonl",
+    per_kind: bool = False,
 ) -> Manifest:
-    """Writes shards and manifest.json of schema version 2 (each file via a temp file + rename). Images must already be
-    in place."""
-    os.makedirs(data_dir, exist_ok=True)
-    counts = {k: 0 for k in KINDS}
-    shards: list[str] = []
-    ids: set[str] = set()
-    batch: list[str] = []
+    """Writes shards and manifest.json of schema version 2 (unicorn/cpr/shards.py: each shard via a temp file and a
+    rename, sha256 of shards and of the images present). Images must already be in place. ``shard_format="parquet"``
+    and ``per_kind`` give the layout that columnar readers load across shards (what self-play writes)."""
+    from unicorn.cpr.shards import PROGRESS, DatasetWriter
 
-    def flush():
-        name = f"data-{len(shards):05d}.jsonl"
-        _atomic_write(os.path.join(data_dir, name), "".join(batch))
-        shards.append(name)
-        batch.clear()
-
+    shutil.rmtree(os.path.join(data_dir, PROGRESS), ignore_errors=True)  # a whole list is written, never resumed
+    writer = DatasetWriter(data_dir, shard_size=shard_size, shard_format=shard_format, per_kind=per_kind,
+                           check_ids=True, require_images=False)
     for record in records:
-        try:
-            record.validate()
-            line = json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
-        except RecordError as e:
-            raise RecordError(f"record {record.id!r}: {e}") from None
-        if record.id in ids:
-            raise RecordError(f"field 'id': duplicate id {record.id!r}")
-        ids.add(record.id)
-        counts[record.kind] += 1
-        batch.append(line)
-        if len(batch) >= shard_size:
-            flush()
-    if batch or not shards:
-        flush()
-    manifest = Manifest(num_records=len(ids), counts=counts, shards=shards, source_model=source_model, seed=seed,
-                        config=dict(config or {}))
-    _atomic_write(os.path.join(data_dir, MANIFEST), json.dumps(manifest.to_dict(), indent=2) + "\n")
-    return manifest
-
-
-def _atomic_write(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+        writer.add(record)
+    return writer.close(source_model=source_model, seed=seed, config=config)

@@ -32,7 +32,8 @@ def hash_block(parent_hash: int | None, token_ids: tuple[int, ...], extra: tuple
 
 def block_extra_keys(seq: Sequence, start: int, end: int) -> tuple:
     """Keys beyond the token ids that make a block's content unique (see the module docstring)."""
-    images = tuple(img.content_hash for img in seq.images if img.extent[0] < end and img.extent[1] > start)
+    images = tuple(img.content_hash if img.encoder is None else (img.content_hash, img.encoder)
+                   for img in seq.images if img.extent[0] < end and img.extent[1] > start)
     num_prompt_in_block = max(0, min(end, seq.num_prompt_tokens) - start)
     outputs = (seq.output_kind, num_prompt_in_block) if num_prompt_in_block < end - start else ()
     return images + outputs

@@ -64,10 +64,19 @@ def discard_loadable(module: nn.Module, keep_modules: tuple[str, ...] = ()) -> N
 def restore_to_device(module: nn.Module, device: torch.device) -> None:
     """Brings every tensor back to ``device``: host copies are copied in, discarded ones get new, uninitialised
     storage, for a weight load to fill."""
-    for tensor in _unique_tensors(module):
+    tensors = _unique_tensors(module)
+    # Tensors may share one storage (slices of one fused weight, see unicorn.models.layers.FusedLinears): it
+    # comes back once, at the extent of all of them.
+    extents: dict[int, tuple[torch.UntypedStorage, int]] = {}
+    for tensor in tensors:
         if is_discarded(tensor):
-            tensor.untyped_storage().resize_(_storage_bytes(tensor))
-        elif tensor.device != device:
+            storage = tensor.untyped_storage()
+            _, extent = extents.get(storage._cdata, (storage, 0))
+            extents[storage._cdata] = (storage, max(extent, _storage_bytes(tensor)))
+    for storage, extent in extents.values():
+        storage.resize_(extent)
+    for tensor in tensors:
+        if tensor.device != device and not tensor.is_meta:
             tensor.data = tensor.data.to(device)
 
 

@@ -87,6 +87,10 @@ class Engine:
             as one batch either way, so outputs are identical. An image output comes from :meth:`step` once its
             pixels exist (``ImageGenParams(decode=False)`` skips decoding: codes only).
         decode_threads: torch threads of the decode worker (None: torch's default).
+        cfg_head_mix: apply CFG to the input of the image head's last linear layer (models that expose it, as
+            Janus) and run that layer once per image instead of on both rows: equal to mixing the logits in real
+            arithmetic, differing by fp32 rounding (the greedy tests against transformers pin the tokens).
+            False mixes the logits.
 
     Call :meth:`close` (or use the engine as a context manager) to stop the decode worker; it is a daemon
     thread, also stopped when the engine is collected or at exit.
@@ -113,6 +117,7 @@ class Engine:
         seed: int = 0,
         overlap_decode: bool = True,
         decode_threads: int | None = None,
+        cfg_head_mix: bool = True,
         model=None,
         tokenizer=None,
     ) -> None:
@@ -155,7 +160,9 @@ class Engine:
         caches = allocate_kv_caches(
             spec.num_layers, num_kv_blocks, block_size, spec.num_kv_heads, spec.head_dim, cache_dtype, self.device
         )
-        self.runner = ModelRunner(self.model, caches, block_size, kernels=self.kernels)
+        if not isinstance(cfg_head_mix, bool):
+            raise ValueError(f"cfg_head_mix must be True or False, got {cfg_head_mix!r}")
+        self.runner = ModelRunner(self.model, caches, block_size, kernels=self.kernels, cfg_head_mix=cfg_head_mix)
         self.prompts = PromptProcessor(self.spec, self.tokenizer, self.model.preprocess_images, model_path,
                                        prompt_format=getattr(self.model, "prompt_format", None),
                                        image_token_count=getattr(self.model, "image_token_count", None),
@@ -383,21 +390,24 @@ class Engine:
         from unicorn.engine.flow import FlowState
 
         try:
-            ids = self.prompts.flow_context(prompt)
-            if len(ids) >= self.max_model_len:
-                raise RequestError(f"prompt has {len(ids)} tokens but the context is {self.max_model_len} tokens")
+            contexts, context_size = self.prompts.flow_contexts(prompt, self.model.flow)
+            for ids, _ in contexts.values():
+                if len(ids) >= self.max_model_len:
+                    raise RequestError(f"prompt has {len(ids)} tokens but the context is {self.max_model_len} tokens")
             try:
-                plan = self.model.flow.plan(params, params.n)
+                plan = (self.model.flow.plan(params, params.n) if context_size is None
+                        else self.model.flow.plan(params, params.n, context_size))
             except ValueError as err:
                 raise RequestError(str(err)) from None
             seed = self._seed(params.seed if params.seeds is None else params.seeds[0])
             seeds = params.seeds if params.seeds is not None else [sample_seed(seed, i) for i in range(params.n)]
             latents = [self.model.flow.initial_latents(plan, s) for s in seeds]
-            row = Sequence(ids, output_kind="text")
-            request = Request(RequestKind.FLOW, params, seed, [row], 0, priority=priority)
-            request.flow = FlowState(plan, latents)
-            self._check_blocks_fit(request.flow.query_row(row, 0, "cond"))
-            request.flow.query_rows.clear()
+            rows = [Sequence(ids, images=images, output_kind="text") for ids, images in contexts.values()]
+            request = Request(RequestKind.FLOW, params, seed, rows, 0, priority=priority)
+            request.flow = FlowState(plan, latents, contexts={b: k for k, b in enumerate(contexts)})
+            for row in rows:
+                self._check_blocks_fit(request.flow.query_row(row, 0, "cond"))
+                request.flow.query_rows.clear()
             self._check_fits(request)
         except RequestError as err:
             return self._reject(RequestKind.FLOW, params, str(err))

@@ -30,8 +30,12 @@ def _under_kernel_choice(method):
 
 class ModelRunner:
     def __init__(
-        self, model, kv_caches: list[KVCache], block_size: int, kernels: str = "torch") -> None:
+        self, model, kv_caches: list[KVCache], block_size: int, kernels: str = "torch",
+        cfg_head_mix: bool = True) -> None:
         self.model = model
+        # CFG on the input of the image head's last linear layer when the model exposes it (one GEMM per image
+        # instead of two; equal to mixing logits in real arithmetic, see _sample_images).
+        self.cfg_head_mix = cfg_head_mix and hasattr(model, "image_head_features")
         self.spec = model.spec
         self.kv_caches = kv_caches
         self.block_size = block_size
@@ -41,19 +45,23 @@ class ModelRunner:
         self.encoder_cache: dict[int, torch.Tensor] = {}  # image content hash -> [num_image_tokens, H]
 
     # ---- inputs ---------------------------------------------------------------------------------
-    def _image_features(self, seq: Sequence, start: int, end: int) -> list[tuple[int, int, torch.Tensor]]:
-        """(packed-relative start, end, features) for the image placeholder tokens in [start, end)."""
+    def _image_features(self, seq: Sequence, start: int, end: int) -> list[tuple[int, int, torch.Tensor, bool]]:
+        """(packed-relative start, end, features, on the generation expert) for the image placeholder tokens in
+        [start, end)."""
         spans = []
         for image in seq.images:
             lo, hi = max(start, image.offset), min(end, image.offset + image.length)
             if lo >= hi:
                 continue
-            features = self.encoder_cache.get(image.content_hash)
+            key = image.content_hash if image.encoder is None else (image.content_hash, image.encoder)
+            features = self.encoder_cache.get(key)
             if features is None:
                 pixels = image.pixel_values.to(self.device, self.spec.dtype)
-                features = self.model.encode_images(pixels[None])[0]
-                self.encoder_cache[image.content_hash] = features
-            spans.append((lo - start, hi - start, features[lo - image.offset : hi - image.offset]))
+                extra = {} if image.encoder is None else {"encoder": image.encoder}
+                features = self.model.encode_images(pixels[None], **extra)[0]
+                self.encoder_cache[key] = features
+            gen = image.encoder is not None and image.encoder in getattr(self.model, "generation_encoders", ())
+            spans.append((lo - start, hi - start, features[lo - image.offset : hi - image.offset], gen))
         return spans
 
     def _embed(self, out: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -83,8 +91,10 @@ class ModelRunner:
                 continue
             image_outputs = seq.output_kind == "image"
             is_image_code.extend(image_outputs and p >= seq.num_prompt_tokens for p in range(start, end))
-            for lo, hi, feats in self._image_features(seq, start, end):
+            for lo, hi, feats, gen in self._image_features(seq, start, end):
                 overrides.append((base + lo, base + hi, feats))
+                if gen:
+                    gen_rows.extend(range(base + lo, base + hi))
         ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)
         code_mask = torch.tensor(is_image_code, dtype=torch.bool, device=self.device)
         if code_mask.all():
@@ -237,10 +247,21 @@ class ModelRunner:
                 slots.append((request.request_id, i))
         unique = sorted(set(cond_rows) | set(uncond_rows))
         where = {row: k for k, row in enumerate(unique)}
-        logits = self.model.image_logits(hidden[unique])
-        cond = logits[[where[r] for r in cond_rows]]
-        uncond = logits[[where[r] for r in uncond_rows]]
-        tokens = self.sampler(cond, uncond, scales, batch).tolist()
+        cond_at = torch.tensor([where[r] for r in cond_rows], device=hidden.device)
+        uncond_at = torch.tensor([where[r] for r in uncond_rows], device=hidden.device)
+        if self.cfg_head_mix:
+            # logits = W f + b is affine in the features f, so uncond + s * (cond - uncond) of the logits is W of
+            # the same mix of features, + b: the last (largest) GEMM runs on one row per image instead of two.
+            # The mix is in fp32, as the sampler's mix of logits; a scale-1 row mixes its cond row with itself.
+            features = self.model.image_head_features(hidden[unique]).float()
+            f_cond, f_uncond = features[cond_at], features[uncond_at]
+            scale = torch.tensor(scales, dtype=torch.float32, device=hidden.device)[:, None]
+            mixed = f_uncond + scale * (f_cond - f_uncond)
+            guided = self.model.image_head_logits(mixed.to(self.spec.dtype))
+            tokens = self.sampler(guided, None, None, batch).tolist()
+        else:
+            logits = self.model.image_logits(hidden[unique])
+            tokens = self.sampler(logits[cond_at], logits[uncond_at], scales, batch).tolist()
         for (request_id, i), token in zip(slots, tokens):
             results[request_id][i] = token
 
@@ -270,5 +291,6 @@ class ModelRunner:
             return torch.cat([self.model.decode_image_tokens(codes[i : i + chunk]) for i in range(0, len(codes), chunk)])
 
     def release_images(self, request: Request) -> None:
-        for image in request.rows[0].images:
-            self.encoder_cache.pop(image.content_hash, None)
+        for row in request.rows:
+            for image in row.images:
+                self.encoder_cache.pop(image.content_hash if image.encoder is None else (image.content_hash, image.encoder), None)

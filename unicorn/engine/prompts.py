@@ -118,7 +118,8 @@ class PromptProcessor:
         except ValueError as err:  # e.g. a tensor of the wrong shape or dtype
             raise RequestError(str(err)) from None
 
-    def _place_images(self, ids: list[int], images: list, pixels: list | None = None) -> list[ImageInput]:
+    def _place_images(self, ids: list[int], images: list, pixels: list | None = None,
+                      encoders: list | None = None) -> list[ImageInput]:
         spec = self.spec
         if images and spec.image_token_id is None:
             raise RequestError(f"{self.source} names no image_token_id in config.json: it cannot take images")
@@ -137,10 +138,12 @@ class PromptProcessor:
         if pixels is None:
             pixels = self._preprocess(images)
         placed = []
-        for k, (start, image, pixel_values) in enumerate(zip(starts, images, pixels)):
+        encoders = encoders or [None] * len(images)
+        for k, (start, image, pixel_values, encoder) in enumerate(zip(starts, images, pixels, encoders)):
             length = spec.num_image_tokens
             if self.image_token_count is not None:
-                length = self.image_token_count(pixel_values)
+                length = (self.image_token_count(pixel_values) if encoder is None
+                          else self.image_token_count(pixel_values, encoder))
                 run = next((j for j in range(start, len(ids)) if ids[j] != spec.image_token_id), len(ids)) - start
                 if run != length:
                     raise RequestError(f"image {k} takes {length} placeholder tokens but its run in the prompt has {run}")
@@ -150,7 +153,7 @@ class PromptProcessor:
                 span = (start - before, start + length + after)
                 if span[0] < 0 or span[1] > len(ids):
                     raise RequestError(f"image {k}'s block (its markers around the placeholders) runs past the prompt")
-            placed.append(ImageInput(start, length, image_content_hash(image), pixel_values, span))
+            placed.append(ImageInput(start, length, image_content_hash(image), pixel_values, span, encoder))
         return placed
 
     def flow_context(self, prompt) -> list[int]:
@@ -163,6 +166,27 @@ class PromptProcessor:
         if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
             return self._checked(list(prompt))
         raise RequestError(f"unsupported image prompt of type {type(prompt).__name__}: give a str or token ids")
+
+    def flow_contexts(self, prompt, flow) -> tuple[dict[str, tuple[list[int], list[ImageInput]]], tuple | None]:
+        """A flow model's image prompt -> ({branch: (ids, images)} of its own contexts, the last context image's
+        (height, width) or None). Plain prompts (str, token ids) have the conditional context alone; a
+        ``{"prompt": str, "images": [...]}`` prompt is image-conditioned: ``flow.context_prompts`` (the model's)
+        names every branch's context text and its images with their encoders."""
+        if not (isinstance(prompt, dict) and "images" in prompt and "prompt" in prompt):
+            return {"cond": (self.flow_context(prompt), [])}, None
+        if not isinstance(prompt["prompt"], str) or not prompt["images"]:
+            raise RequestError("an image-conditioned prompt is {'prompt': str, 'images': [one or more images]}")
+        try:
+            texts, inputs, size = flow.context_prompts(prompt["prompt"], list(prompt["images"]))
+        except ValueError as err:
+            raise RequestError(str(err)) from None
+        contexts = {}
+        for branch, text in texts.items():
+            ids = self._checked(self._tokenizer().encode(text, add_bos=self.add_bos))
+            pixels = [p for p, _ in inputs[branch]]
+            encoders = [e for _, e in inputs[branch]]
+            contexts[branch] = (ids, self._place_images(ids, pixels, pixels, encoders))
+        return contexts, size
 
     def image(self, prompt) -> list[int]:
         """str -> the model's image-generation template ending in <begin_of_image>; ids -> as given."""

@@ -38,6 +38,9 @@ class Sampler:
     def __init__(self, backend: str = "torch") -> None:
         assert backend in ("torch", "cpu", "triton"), backend
         self.backend = backend
+        # "cpu": the fused CFG + Gumbel-max op for unfiltered batches; False keeps the previous one-pass op after
+        # torch's CFG (same ids; bench/janus_images.py --compare times both in one run).
+        self.fused = True
 
     def __call__(
         self, cond: torch.Tensor, uncond: torch.Tensor | None, cfg_scale: list[float] | None, batch: SamplingBatch
@@ -61,5 +64,5 @@ class Sampler:
         if self.backend == "cpu":
             from unicorn.kernels import cpu_ops
 
-            return sample_fast(cond, uncond, *args, cpu_ops=cpu_ops.load())
+            return sample_fast(cond, uncond, *args, cpu_ops=cpu_ops.load(), fused=self.fused)
         return sample_fast(cond, uncond, *args)

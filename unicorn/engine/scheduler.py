@@ -139,11 +139,11 @@ class Scheduler:
 
     def worst_case_blocks(self, request: Request) -> int:
         """Blocks the request could need at its longest if nothing were shared."""
-        if request.kind is RequestKind.FLOW:  # the context, then per query row its own blocks (CoW included)
+        if request.kind is RequestKind.FLOW:  # the contexts, then per query row its own blocks (CoW included)
             bm, state = self.block_manager, request.flow
-            context = request.rows[0].num_prompt_tokens
-            own = bm.blocks_needed(context + state.num_query_tokens) - context // bm.block_size
-            return bm.blocks_needed(context) + request.n * state.plan.max_branches * own
+            contexts = [row.num_prompt_tokens for row in request.rows]
+            own = max(bm.blocks_needed(c + state.num_query_tokens) - c // bm.block_size for c in contexts + [0])
+            return sum(bm.blocks_needed(c) for c in contexts) + request.n * state.plan.max_branches * own
         rows = request.max_rows()
         tokens = request.rows[0].num_prompt_tokens + request.max_output_tokens
         return rows * self.block_manager.blocks_needed(tokens)
@@ -159,7 +159,7 @@ class Scheduler:
 
     def _plan(self, request: Request, budget: int) -> tuple[list[ScheduledRow], bool] | None:
         """How many tokens each active row runs this step, and whether the request samples after it."""
-        if request.kind is RequestKind.FLOW and request.rows[0].num_uncomputed_tokens == 0:
+        if request.kind is RequestKind.FLOW and all(row.num_uncomputed_tokens == 0 for row in request.rows):
             return self._plan_denoise(request, budget)
         planned = self._plan_rows(self.active_rows(request), budget)
         if planned is not None and request.kind is RequestKind.FLOW:
@@ -169,17 +169,16 @@ class Scheduler:
     def _plan_denoise(self, request: Request, budget: int) -> tuple[list[ScheduledRow], bool] | None:
         """A flow request's next denoising step: a query row per branch of each rollout, all in this step.
         A step larger than the budget runs when no other denoising step is in this one (else it never could)."""
-        from unicorn.engine.flow import COND
-
-        state, context = request.flow, request.rows[0]
+        state = request.flow
         wanted = [(i, b) for i in range(request.n) for b in state.plan.branches(state.step, i)]
         if len(wanted) * state.num_query_tokens > budget and self._flow_step_scheduled:
             return None
         plan = []
         for i, branch in wanted:
-            row = state.query_row(context, i, branch)
-            if branch == COND and not row.block_table:
-                self.block_manager.fork(context, row)  # shares the context's blocks
+            prefix = state.prefix(request.rows, branch)
+            row = state.query_row(prefix, i, branch)
+            if prefix is not None and not row.block_table:
+                self.block_manager.fork(prefix, row)  # shares the context's blocks
             row.num_computed_tokens = state.prefix_length(row)  # the query block is recomputed every step
             plan.append(ScheduledRow(row, state.num_query_tokens))
         return plan, False

@@ -39,6 +39,9 @@ class ImageInput:
     content_hash: int
     pixel_values: Any = None
     span: tuple[int, int] | None = None
+    # which of the model's image encoders embeds it (None: its default; BAGEL's "vae": clean latents on the
+    # generation expert, the context images of image-conditioned generation)
+    encoder: str | None = None
 
     @property
     def extent(self) -> tuple[int, int]:
@@ -195,7 +198,7 @@ class Request:
     sample_logprobs: list[list[Any]] = field(default_factory=list)
     pending_logprobs: dict[int, Any] = field(default_factory=dict)
     grammars: Any = None  # SamplingParams.json_schema: structured.SampleGrammars (a matcher per sample)
-    flow: Any = None  # RequestKind.FLOW: its unicorn.engine.flow.FlowState (rows = [the context row])
+    flow: Any = None  # RequestKind.FLOW: its unicorn.engine.flow.FlowState (rows = its context rows, cond first)
 
     @property
     def n(self) -> int:
@@ -226,8 +229,8 @@ class Request:
         return [i for i in range(self.n) if self.finish_reasons[i] is None]
 
     def max_rows(self) -> int:
-        if self.kind is RequestKind.FLOW:  # the context row and a query row per branch of each rollout
-            return 1 + self.n * self.flow.plan.max_branches
+        if self.kind is RequestKind.FLOW:  # the context rows and a query row per branch of each rollout
+            return len(self.rows) + self.n * self.flow.plan.max_branches
         return self.n * self.rows_per_sample
 
     @property

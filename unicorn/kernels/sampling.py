@@ -148,18 +148,24 @@ def uniform_noise_fast(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> 
 
 
 def sample_fast(cond_logits, uncond_logits, cfg_scale, temperature, top_k, top_p, seeds, steps,
-                cpu_ops=None) -> torch.Tensor:
+                cpu_ops=None, fused: bool = True) -> torch.Tensor:
     """Same ids as :func:`sample_full_ref`, skipping work no row needs (filters, noise for greedy rows).
 
-    ``cpu_ops``: the compiled CPU module (unicorn.kernels.cpu_ops), whose one-pass ``gumbel_argmax`` replaces
-    the noise, Gumbel and arg-max passes."""
+    ``cpu_ops``: the compiled CPU module (unicorn.kernels.cpu_ops). Without top-k / top-p its fused, vectorised
+    ``cfg_gumbel_argmax`` does everything in one pass per row (CFG, temperature, noise, arg-max; exact logs only
+    where a fast log leaves the winner in doubt); with them, its one-pass ``gumbel_argmax`` replaces the noise,
+    Gumbel and arg-max passes after the torch filters (and everywhere with ``fused=False``)."""
+    vocab = cond_logits.shape[1]
+    filtered = bool(((top_k > 0) & (top_k < vocab)).any() or (top_p < 1.0).any())
+    if cpu_ops is not None and fused and not filtered:
+        scale = cfg_scale if cfg_scale is not None else torch.ones_like(temperature)
+        return cpu_ops.cfg_gumbel_argmax(cond_logits.float(), None if uncond_logits is None else uncond_logits.float(),
+                                         scale, temperature, seeds, steps)
     x = cfg_logits_ref(cond_logits, uncond_logits, cfg_scale)
     greedy = temperature <= 0
     if bool(greedy.all()):
         return x.argmax(-1)
     s = x / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None] + 0.0
-    vocab = x.shape[1]
-    filtered = bool(((top_k > 0) & (top_k < vocab)).any() or (top_p < 1.0).any())
     keep = _kept_mask_ref(s, top_k, top_p) if filtered else None
     if cpu_ops is not None:
         if keep is not None:

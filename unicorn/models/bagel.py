@@ -46,12 +46,14 @@ class BagelTokenIds:
 class Routing:
     """Which packed rows use which expert. ``gen_rows=None`` or empty: every row is understanding."""
 
-    def __init__(self, num_rows: int, gen_rows: torch.Tensor | None):
+    def __init__(self, num_rows: int, gen_rows: torch.Tensor | None, both_experts: bool = False):
         self.und: torch.Tensor | None = None
         self.gen: torch.Tensor | None = None
-        if gen_rows is None or gen_rows.numel() == 0:
+        if both_experts:  # call both experts even on zero rows (training: every rank runs the same modules)
+            gen_rows = gen_rows if gen_rows is not None else torch.zeros(0, dtype=torch.long)
+        if (gen_rows is None or gen_rows.numel() == 0) and not both_experts:
             self.kind = "und"
-        elif gen_rows.numel() == num_rows:
+        elif gen_rows.numel() == num_rows and not both_experts:
             self.kind = "gen"
         else:
             self.kind = "mixed"
@@ -255,8 +257,12 @@ class BagelModel(nn.Module):
         patches = torch.cat([p for p, _ in inputs])
         positions = torch.cat([q for _, q in inputs])
         lens = [p.shape[0] for p, _ in inputs]
-        feats = self.connector(self.vit_model(patches, positions, lens)) + self.vit_pos_embed(positions)
-        return list(feats.split(lens))
+        return list(self.embed_vit_patches(patches, positions, lens).split(lens))
+
+    def embed_vit_patches(self, patches: torch.Tensor, positions: torch.Tensor, lens: list[int]) -> torch.Tensor:
+        """Patches of several images back to back [N, p*p*3], their position ids [N], patches per image ->
+        LM input embeddings [N, H]."""
+        return self.connector(self.vit_model(patches, positions, lens)) + self.vit_pos_embed(positions)
 
     def latent_positions(self, height: int, width: int) -> torch.Tensor:
         """Position ids of a height x width image's latent tokens (checks the resolution)."""
@@ -303,13 +309,26 @@ class BagelModel(nn.Module):
             out.append(image.detach().float())
         return out
 
-    def image_token_count(self, pixel_values: torch.Tensor) -> int:
-        """ViT tokens of one preprocessed image [3, H, W] (the markers of its block not counted)."""
-        p = self.arch.vit.patch_size
+    # The image encoders a prompt's image block may use: "vit" (understanding expert, the default) and "vae"
+    # (clean latents at t = 0 on the generation expert: the context images of image-conditioned generation).
+    generation_encoders = ("vae",)
+
+    def image_token_count(self, pixel_values: torch.Tensor, encoder: str = "vit") -> int:
+        """Tokens of one preprocessed image [3, H, W] (the markers of its block not counted)."""
+        p = self.arch.latent_downsample if encoder == "vae" else self.arch.vit.patch_size
         return (pixel_values.shape[1] // p) * (pixel_values.shape[2] // p)
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] (one size) -> the LM inputs of their ViT tokens [N, n, H]."""
+    def encode_images(self, pixel_values: torch.Tensor, encoder: str = "vit") -> torch.Tensor:
+        """[N, 3, H, W] (one size) -> the LM inputs of their ViT tokens, or with ``encoder="vae"`` of their clean
+        VAE latents (posterior mean, t = 0), [N, n, H]."""
+        if encoder == "vae":
+            height, width = pixel_values.shape[2:]
+            pos = self.latent_positions(height, width).to(pixel_values.device)
+            out = []
+            for img in pixel_values:
+                latents = self.encode_vae(img)
+                out.append(self.embed_latents(latents, torch.zeros(latents.shape[0], device=img.device), pos))
+            return torch.stack(out)
         return torch.stack(self.encode_vit(list(pixel_values)))
 
     @staticmethod
@@ -322,12 +341,13 @@ class BagelModel(nn.Module):
 
     # ---- language model -----------------------------------------------------------------------------------
     def forward_with(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attend: AttendFn,
-                     gen_rows: torch.Tensor | None = None) -> torch.Tensor:
+                     gen_rows: torch.Tensor | None = None, both_experts: bool = False) -> torch.Tensor:
         """Packed tokens [T, H] at rope positions [T] -> hidden after the per-expert final norm [T, H]; ``attend``
-        does each layer's attention (a paged cache, a dense mask, ...)."""
+        does each layer's attention (a paged cache, a dense mask, ...). ``both_experts`` calls every expert
+        module even when no row uses it (distributed training needs the same calls on every rank)."""
         lm = self.language_model.model
         cos, sin = lm.rotary_emb(positions, inputs_embeds.dtype)
-        routing = Routing(inputs_embeds.shape[0], gen_rows)
+        routing = Routing(inputs_embeds.shape[0], gen_rows, both_experts)
         x = inputs_embeds
         for i, layer in enumerate(lm.layers):
             x = layer(x, cos, sin, routing, lambda q, k, v, i=i: attend(i, q, k, v))

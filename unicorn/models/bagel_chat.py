@@ -57,5 +57,12 @@ class BagelPromptFormat:
         """A text-to-image prompt -> its one text segment (the conditional context of the denoising steps)."""
         return text_segment(text)
 
+    def conditioned_generation_prompts(self, text: str, counts: list[tuple[int, int]]) -> dict[str, str]:
+        """The contexts of image-conditioned generation (the official ``interleave_inference`` with images then
+        text): ``cond`` holds each image as a VAE block then a ViT block (``counts[k]`` = (VAE tokens, ViT
+        tokens)), then the text; ``text_uncond`` the images alone; ``img_uncond`` the text alone."""
+        images = "".join(image_block(vae) + image_block(vit) for vae, vit in counts)
+        return {"cond": images + text_segment(text), "text_uncond": images, "img_uncond": text_segment(text)}
+
 
 BAGEL_PROMPT_FORMAT = BagelPromptFormat()

@@ -76,3 +76,20 @@ def cfg_combine(v: torch.Tensor, v_text: torch.Tensor | None, v_img: torch.Tenso
         return v_img + img_scale * (guided_text - v_img) if img_scale > 1.0 else guided_text
     guided = v_img + img_scale * (guided_text - v_img) if img_scale > 1.0 else guided_text
     return guided * _ratio(v, guided, renorm_type == "channel", renorm_min)
+
+
+def shift_timestep(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """The timestep shift ``t' = s t / (1 + (s - 1) t)`` (sampling schedule and training draws alike)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def training_timestep(z: torch.Tensor, shift: float = 1.0) -> torch.Tensor:
+    """The official training draw of a target image's flow time from a standard normal ``z``: ``sigmoid(z)``,
+    then shifted (``timestep_shift`` 1.0 in the official trainer, which the UniCorn fine-tuning keeps)."""
+    return shift_timestep(torch.sigmoid(z), shift)
+
+
+def noisy_latents(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rectified flow at times t [N] (1 = noise): ``x_t = (1 - t) x0 + t noise`` and its velocity target
+    ``noise - x0`` (what ``velocity`` predicts)."""
+    return (1 - t[:, None]) * x0 + t[:, None] * noise, noise - x0

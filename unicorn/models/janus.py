@@ -103,6 +103,15 @@ class JanusModel(nn.Module):
         """[N, H] -> [N, image_vocab] (generation_head)."""
         return self.generation_head(hidden)
 
+    def image_head_features(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[N, H] -> [N, F], the input of the image head's last linear layer; ``image_head_logits`` maps them
+        (affinely) to the logits, so a CFG mix of features gives the CFG mix of logits (see the engine's runner)."""
+        return self.generation_head.features(hidden)
+
+    def image_head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """[N, F] -> [N, image_vocab]."""
+        return self.generation_head.vision_head(features)
+
     # ---- image codec --------------------------------------------------------------------------------------
     def decode_image_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """VQ ids [B, num_image_tokens] -> float pixels [B, 3, S, S] in the normalized space (about [-1, 1])."""

@@ -120,5 +120,9 @@ class GenerationHead(nn.Module):
         self.proj_out = nn.Linear(in_dim, inner_dim)
         self.vision_head = nn.Linear(inner_dim, num_embeddings)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the last (linear) layer: an affine map of them gives the logits."""
+        return self.act(self.proj_out(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vision_head(self.act(self.proj_out(x)))
+        return self.vision_head(self.features(x))

@@ -13,6 +13,11 @@ Structure (deterministic whatever finishes first):
 - An epoch is written when all its slots are done; a killed run redoes only unwritten epochs and, the structure
   being deterministic, writes the same bytes (exact where the engine's logits are batch-invariant, as in fp32 on
   CPU).
+- With ``world`` workers (one engine each, unicorn/selfplay/workers.py), every worker proposes every slot (the
+  proposer is cheap and its state is then the same everywhere, with no exchange per round), and draws and judges
+  only the slots with ``prompt_id % world == rank``. It writes its part of an epoch into ``epochs/parts/``; an epoch
+  is complete (its best prompts usable as demonstrations) once every worker's part is on disk, and rank 0 merges
+  the parts into the same ``epoch-NNNNN.json`` one worker writes. No seed depends on the rank or the world size.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from unicorn.selfplay.recipe import Recipe
 from unicorn.selfplay.store import RunDir
 
 NUM_DEMONSTRATIONS = 4  # [ours] best earlier prompts kept per category as few-shot demonstrations
-IMAGE_PRIORITY, TEXT_PRIORITY = 1, 0  # judge and proposer requests go first: they are short and free memory
+IMAGE_PRIORITY, TEXT_PRIORITY = 1, 0
+PART_POLL_S = 0.02  # how often an idle worker looks for the other workers' epoch parts  # judge and proposer requests go first: they are short and free memory
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,11 @@ class Counters:
 class SelfPlayDriver:
     """Runs self-play for ``cfg`` into ``run`` with one engine (``unicorn.engine.llm_engine.Engine``)."""
 
-    def __init__(self, engine, recipe: Recipe, cfg: SelfPlayConfig, run: RunDir, progress: bool = False, log=print):
+    def __init__(self, engine, recipe: Recipe, cfg: SelfPlayConfig, run: RunDir, progress: bool = False, log=print,
+                 rank: int = 0, world: int = 1):
         self.engine, self.recipe, self.cfg, self.run_dir, self.log = engine, recipe, cfg, run, log
+        self.rank, self.world = rank, world
+        self.waiting: dict[int, list] = {}  # epochs whose own part is written, by their own best rows
         self.pool = proposer_role.PromptPool(recipe.proposer.near_duplicate)
         self.assigned: dict[str, int] = {}
         self.active = list(recipe.categories)
@@ -99,7 +108,7 @@ class SelfPlayDriver:
         self.next_epoch = 0
         self.inflight: dict[int, Epoch] = {}
         self.complete: set[int] = set()
-        self.on_disk = run.completed_epochs()
+        self.on_disk = run.completed_epochs() | (run.written_parts(rank, world) if world > 1 else set())
         self.requests: dict[int, tuple] = {}
         self.counters = Counters()
         self._pieces: dict[int, str] = {}
@@ -113,7 +122,12 @@ class SelfPlayDriver:
             self._start_epochs()
             if len(self.complete) == self.cfg.num_epochs:
                 break
+            if self.waiting and self._check_parts():
+                continue
             if not self.engine.has_unfinished():
+                if self.waiting:  # every request of ours is done: the other workers' parts are what we wait for
+                    time.sleep(PART_POLL_S)
+                    continue
                 raise RuntimeError("self-play stalled: epochs in flight but no engine request queued")
             for out in self.engine.step():
                 if out.finished:
@@ -148,15 +162,36 @@ class SelfPlayDriver:
         self.in_row, self.stopped = dict(state["in_row"]), {k: int(v) for k, v in state["stopped"].items()}
 
     def _load_epoch(self, k: int) -> None:
-        data = self.run_dir.read_epoch(k)
+        merged = self.run_dir.epoch_path(k).exists()
+        data = self.run_dir.read_epoch(k) if merged else self.run_dir.read_part(k, self.rank, self.world)
         for s in data["slots"]:
             if s["prompt"] is not None:
                 self.pool.add(s["category"], s["prompt"])
         self._set_state(data["after"])
-        self.best_by_epoch[k] = [tuple(b) for b in data["best"]]
-        self.complete.add(k)
+        if merged:
+            self.best_by_epoch[k] = [tuple(b) for b in data["best"]]
+            self.complete.add(k)
+        else:
+            self.waiting[k] = [tuple(b) for b in data["best"]]
         self.bars.update(images=sum(len(s["rollouts"]) for s in data["slots"]),
                          judgements=sum(len(s["rollouts"]) for s in data["slots"]), proposals=len(data["slots"]))
+
+    def _check_parts(self) -> bool:
+        """Marks complete the waiting epochs whose every part is on disk; True when one was."""
+        found = False
+        for k in sorted(self.waiting):
+            if self.run_dir.epoch_path(k).exists() or self.run_dir.parts_complete(k, self.world):
+                best = [tuple(b) for r in range(self.world) if r != self.rank
+                        for b in self._part_best(k, r)] + self.waiting.pop(k)
+                self.best_by_epoch[k] = sorted(best, key=lambda b: b[2])  # slot order, as one worker lists them
+                self.complete.add(k)
+                found = True
+        return found
+
+    def _part_best(self, k: int, rank: int) -> list:
+        if self.run_dir.epoch_path(k).exists():  # rank 0 merged it already (a resumed worker)
+            return [b for b in self.run_dir.read_epoch(k)["best"] if b[2] % self.world == rank]
+        return self.run_dir.read_part(k, rank, self.world)["best"]
 
     def _begin_epoch(self, k: int) -> None:
         first = k * self.cfg.epoch_size
@@ -186,19 +221,23 @@ class SelfPlayDriver:
         return out
 
     def _maybe_finish(self, epoch: Epoch) -> None:
-        if not epoch.proposing_done or any(s.status not in ("done", "failed") for s in epoch.slots):
+        if not epoch.proposing_done or any(s.status not in ("done", "failed", "remote") for s in epoch.slots):
             return
         best = []
         for s in epoch.slots:
             scores = [r["score"] for r in s.rollouts if r["score"] is not None]
             if s.status == "done" and scores:
                 best.append((s.category, max(scores), s.slot, s.prompt))
-        self.run_dir.write_epoch(epoch.epoch, {"epoch": epoch.epoch, "slots": [s.to_dict() for s in epoch.slots],
-                                               "after": epoch.after, "demonstrations": epoch.demonstrations,
-                                               "best": best})
-        self.best_by_epoch[epoch.epoch] = best
-        self.complete.add(epoch.epoch)
+        data = {"epoch": epoch.epoch, "slots": [s.to_dict() for s in epoch.slots], "after": epoch.after,
+                "demonstrations": epoch.demonstrations, "best": best}
         del self.inflight[epoch.epoch]
+        if self.world == 1:
+            self.run_dir.write_epoch(epoch.epoch, data)
+            self.best_by_epoch[epoch.epoch] = best
+            self.complete.add(epoch.epoch)
+        else:
+            self.run_dir.write_part(epoch.epoch, self.rank, self.world, data)
+            self.waiting[epoch.epoch] = best
 
     # ---- proposer -------------------------------------------------------------------------------------------
     def _propose(self, epoch: Epoch, slot: Slot) -> None:
@@ -238,8 +277,12 @@ class SelfPlayDriver:
             if reason is None:
                 self.pool.add(slot.category, prompt)
                 self.in_row[slot.category] = 0
-                slot.prompt, slot.status = prompt, "drawing"
-                self._draw(epoch, slot)
+                slot.prompt = prompt
+                if slot.slot % self.world == self.rank:
+                    slot.status = "drawing"
+                    self._draw(epoch, slot)
+                else:
+                    slot.status = "remote"  # another worker draws and judges it
                 continue
             slot.attempts.append({"text": slot.reply, "reason": reason})
             self.in_row[slot.category] = self.in_row.get(slot.category, 0) + 1
@@ -275,9 +318,10 @@ class SelfPlayDriver:
         slot.status, slot.pending_judges = "judging", len(out.images)
         for i, image in enumerate(out.images):
             rel = self.run_dir.image_rel(epoch.epoch, slot.slot, i)
-            self.run_dir.write_image(rel, image)
+            digest = self.run_dir.write_image(rel, image)
             slot.rollouts.append({"prompt_id": slot.slot, "rollout": i, "category": slot.category,
-                                  "prompt": slot.prompt, "image": rel, "vq_codes": out.image_tokens[i].tolist(),
+                                  "prompt": slot.prompt, "image": rel, "image_sha256": digest,
+                                  "vq_codes": out.image_tokens[i].tolist(),
                                   **settings[i], "judge_raw": None, "score": None, "analysis": None, "form": None,
                                   "expected_score": None, "judge_finish": None})
             rid = self.engine.submit_text(judge_role.judge_request(self.recipe, slot.category, slot.prompt, image),

@@ -14,7 +14,6 @@ import torch.distributed as dist
 
 from unicorn.training import checkpoint as ckpt
 from unicorn.training.config import OptimConfig, TrainConfig, load_deepspeed_config
-from unicorn.training.model import TrainingModel
 from unicorn.training.parallelize import ParallelConfig, parallelize
 
 
@@ -112,7 +111,7 @@ class _TorchBackend(Backend):
 class SingleBackend(_TorchBackend):
     name = "single"
 
-    def setup(self, model: TrainingModel) -> None:
+    def setup(self, model) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise RuntimeError("--backend single runs in one process, but WORLD_SIZE > 1: use --backend fsdp2")
         self.module = parallelize(model.to(self.device), self._parallel_config())
@@ -125,7 +124,7 @@ class SingleBackend(_TorchBackend):
 class FSDP2Backend(_TorchBackend):
     name = "fsdp2"
 
-    def setup(self, model: TrainingModel) -> None:
+    def setup(self, model) -> None:
         from torch.distributed.device_mesh import init_device_mesh
 
         self.rank, self.world_size = init_distributed(self.device)
@@ -146,7 +145,7 @@ class FSDP2Backend(_TorchBackend):
 class DeepSpeedBackend(Backend):
     name = "deepspeed"
 
-    def setup(self, model: TrainingModel) -> None:
+    def setup(self, model) -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.device.type == "cuda" else "cpu")
         import deepspeed
 
@@ -160,11 +159,7 @@ class DeepSpeedBackend(Backend):
         model = parallelize(model, ParallelConfig(self.cfg.activation_checkpointing, self.cfg.compile,
                                                   self.cfg.freeze_vision))
         if self.stage == 3:
-            # ZeRO-3 gathers a module's weights when the module is called: no fused CE (it reads head weights
-            # directly), and the one weight read outside its module's call is registered.
-            model.use_liger = False
-            embeddings = model.janus.vision_model.embeddings
-            deepspeed.zero.register_external_parameter(embeddings, embeddings.position_embedding.weight)
+            model.prepare_zero3(deepspeed)
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=self.cfg.optim.build(trainable), config=self.ds_config,

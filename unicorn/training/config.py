@@ -63,6 +63,13 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     kind_weights: dict = field(default_factory=lambda: {k: 1.0 for k in KINDS})
     cond_dropout: float = 0.0  # t2i samples trained on the content-free prompt, for classifier-free guidance
+    # BAGEL (official UniCorn fine-tuning: ce 0.1, mse 1.0, shift 1.0; official dropouts text 0.1, vit 0.3, vae 0.3)
+    ce_weight: float = 0.1
+    mse_weight: float = 1.0
+    timestep_shift: float = 1.0
+    vit_cond_dropout: float = 0.0
+    vae_cond_dropout: float = 0.0
+    loss_normalization: str = "step"  # each term over its tokens in the step, or per micro-step (official BAGEL)
     save_every: int = 0  # 0: only at the end
     keep: int = 2
     resume: bool = False
@@ -76,6 +83,8 @@ class TrainConfig:
     freeze_vision: bool = False
     log_every: int = 1
     stop_after: int | None = None  # stop (as if killed) after this step: for tests and time-boxed jobs
+    ema_decay: float | None = None  # an fp32 moving average of the weights (ema.py); None: none kept
+    export_ema: bool = False  # --export writes the average instead of the raw weights
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -91,8 +100,18 @@ class TrainConfig:
             raise ConfigError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if not 0.0 <= self.cond_dropout < 1.0:
-            raise ConfigError(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
+        for name in ("cond_dropout", "vit_cond_dropout", "vae_cond_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if self.loss_normalization not in ("step", "micro"):
+            raise ConfigError(f"--loss-normalization must be step or micro, got {self.loss_normalization!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"--ema must be in (0, 1), got {self.ema_decay}")
+        if self.export_ema and self.ema_decay is None:
+            raise ConfigError("--export-ema needs --ema DECAY (no moving average is kept without it)")
+        if self.ce_weight < 0 or self.mse_weight < 0 or not self.timestep_shift > 0:
+            raise ConfigError(f"--ce-weight and --mse-weight must be >= 0 and --timestep-shift > 0 (got "
+                              f"{self.ce_weight}, {self.mse_weight}, {self.timestep_shift})")
         unknown = set(self.kind_weights) - set(KINDS)
         if unknown:
             raise ConfigError(f"--kind-weights: unknown kind(s) {sorted(unknown)}; kinds: {', '.join(KINDS)}")
@@ -103,6 +122,16 @@ class TrainConfig:
 
     def weights(self) -> list[float]:
         return [float(self.kind_weights.get(k, 1.0)) for k in KINDS]
+
+
+# Training settings of the official recipe (method.md §4, [code], BAGEL's script: lr 1e-5, warm-up 50, 600 steps,
+# gradient accumulation 4, EMA 0.99, AdamW (0.9, 0.95), clip 1.0, checkpoints every 200 steps). Its loss weights
+# (text CE 0.1 beside flow-matching MSE 1.0) are BAGEL's --ce-weight / --mse-weight defaults; Janus, whose every
+# target is a CE token, has no counterpart.
+PRESETS = {
+    "unicorn-official": {"lr": 1e-5, "warmup": 50, "steps": 600, "grad_accum": 4, "ema": 0.99, "betas": (0.9, 0.95),
+                         "clip": 1.0, "save_every": 200},
+}
 
 
 def load_deepspeed_config(cfg: TrainConfig, world_size: int, bf16: bool) -> dict:

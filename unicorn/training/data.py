@@ -135,9 +135,13 @@ class SampleEncoder:
             return len(prompt_ids) + self.spec.num_image_tokens
         return len(prompt_ids) + len(target_ids) + sum(len(q) + len(a) for q, a in self._followup_ids(r))
 
-    def encode(self, r: CPRRecord, drop_prompt: bool = False) -> Sample:
+    def collate(self, rows: list[list[Sample]], seq_len: int) -> dict[str, torch.Tensor]:
+        return collate(rows, seq_len, self.spec.pad_token_id, self.codes.processing)
+
+    def encode(self, r: CPRRecord, drop_prompt: bool = False, key: str | None = None) -> Sample:
         """``drop_prompt``: train this t2i sample on the content-free prompt (classifier-free guidance's unconditional
-        branch, exactly as the engine builds it)."""
+        branch, exactly as the engine builds it). ``key`` (the sample's place in the stream) is unused: Janus
+        samples draw nothing."""
         prompt_ids, target_ids, und_images, gen_image = self._token_ids(r)
         if drop_prompt:
             assert r.kind == "t2i", r.kind
@@ -277,9 +281,9 @@ class PackedDataset:
         rows = [(self.packer.next_row(), self.packer.rows_emitted - 1)  # (record indices, global row index)
                 for _ in range(self.cfg.micro_batch * self.world_size)]
         mine = rows[self.rank :: self.world_size]
-        return collate([[self.encoder.encode(self.records[i], self._drops_prompt(i, row_index, slot))
-                         for slot, i in enumerate(row)] for row, row_index in mine],
-                       self.cfg.seq_len, self.encoder.spec.pad_token_id, self.processing)
+        return self.encoder.collate([[self.encoder.encode(self.records[i], self._drops_prompt(i, row_index, slot),
+                                                          key=f"{self.cfg.seed}:{row_index}:{slot}")
+                                      for slot, i in enumerate(row)] for row, row_index in mine], self.cfg.seq_len)
 
     def _drops_prompt(self, record: int, row_index: int, slot: int) -> bool:
         """A coin per (seed, global row, slot): the same on every rank and after a resume, fresh in every epoch."""

@@ -43,14 +43,22 @@ def frozen_vq_tensors(source: str) -> dict[str, torch.Tensor]:
 def export_janus(state_dict: dict[str, torch.Tensor], source: str, out_dir: str, dtype: torch.dtype | None = None,
                  tie_word_embeddings: bool = False) -> str:
     """``state_dict``: the JanusModel's full state (our names, without ``vqmodel.*``) -> ``out_dir`` ready for Engine."""
-    from safetensors.torch import save_file
-
     dtype = dtype or source_dtype(source)
     tensors = {**frozen_vq_tensors(source), **state_dict}
     if tie_word_embeddings:
         tensors.pop("lm_head.weight", None)
     tensors = {name_to_hf_key(n): t.detach().to("cpu", dtype).contiguous() for n, t in sorted(tensors.items())
                if not n.endswith("rotary_emb.inv_freq")}
+
+    return write_export(tensors, source, out_dir, _is_weight_file)
+
+
+def write_export(tensors: dict[str, torch.Tensor], source: str, out_dir: str, is_weight_file,
+                 copy_unchanged: tuple[str, ...] = (), extra_files: dict[str, dict[str, torch.Tensor]] | None = None) -> str:
+    """Writes ``tensors`` (checkpoint key -> tensor) as model.safetensors (or 4 GiB shards + index) into
+    ``out_dir``, atomically; every other file of ``source`` is copied, except those ``is_weight_file`` names,
+    which are left out unless listed in ``copy_unchanged``. ``extra_files``: more single safetensors files."""
+    from safetensors.torch import save_file
 
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -59,7 +67,8 @@ def export_janus(state_dict: dict[str, torch.Tensor], source: str, out_dir: str,
         shutil.rmtree(tmp)
     os.makedirs(tmp)
     for name in sorted(os.listdir(source)):
-        if os.path.isfile(os.path.join(source, name)) and not _is_weight_file(name):
+        keep = not is_weight_file(name) or name in copy_unchanged
+        if os.path.isfile(os.path.join(source, name)) and keep:
             shutil.copy2(os.path.join(source, name), os.path.join(tmp, name))
 
     shards: list[dict[str, torch.Tensor]] = [{}]
@@ -81,6 +90,9 @@ def export_janus(state_dict: dict[str, torch.Tensor], source: str, out_dir: str,
             weight_map.update({k: file for k in shard})
         with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=2)
+
+    for file, extra in (extra_files or {}).items():
+        save_file(extra, os.path.join(tmp, file), metadata={"format": "pt"})
 
     if os.path.exists(out_dir):
         old = tmp + ".old"

@@ -33,9 +33,31 @@ class TrainingModel(nn.Module):
         self.janus = janus
         self.use_liger = use_liger
 
+    supports_compile = True
+
     @property
     def spec(self):
         return self.janus.spec
+
+    # ---- what parallelize.py applies to ----------------------------------------------------------------
+    def freeze(self, freeze_vision: bool) -> None:
+        if freeze_vision:
+            self.janus.vision_model.requires_grad_(False)
+
+    def layer_methods(self) -> list[tuple[nn.Module, str]]:
+        """Decoder layers and the method the forward calls on them (activation checkpointing, compile)."""
+        return [(layer, "forward_dense") for layer in self.janus.language_model.layers]
+
+    def shard_units(self) -> list[tuple[nn.Module, str]]:
+        """Modules FSDP2 shards one by one before the root (with the method the forward calls on them)."""
+        return [(layer, "forward") for layer in self.janus.vision_model.encoder.layers] + self.layer_methods()
+
+    def prepare_zero3(self, deepspeed) -> None:
+        """ZeRO-3 gathers a module's weights when the module is called: no fused CE (it reads head weights
+        directly), and the one weight read outside its module's call is registered."""
+        self.use_liger = False
+        embeddings = self.janus.vision_model.embeddings
+        deepspeed.zero.register_external_parameter(embeddings, embeddings.position_embedding.weight)
 
     def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Input embeddings [B, L, H] and a zero-valued scalar that touches otherwise-unused trainable modules."""

@@ -1,9 +1,11 @@
-"""Applies training-time transformations to a TrainingModel, in torchtitan's order:
+"""Applies training-time transformations to a training module, in torchtitan's order:
 freeze -> activation checkpointing (per decoder layer) -> torch.compile (per decoder layer) -> FSDP2
-(``fully_shard`` each LM decoder layer and each vision layer, then the root).
+(``fully_shard`` each vision layer and each LM decoder layer, then the root).
 
-The model files stay free of all of this. Decoder layers run through ``forward_dense`` in training, so checkpointing
-and compile wrap that method, and FSDP2 is told it is a forward method (``register_fsdp_forward_method``).
+The model files stay free of all of this. A training module (model.py, bagel_model.py) names what to act on:
+``freeze(freeze_vision)``, ``layer_methods()`` (decoder layers and the method its forward calls: Janus'
+``forward_dense``, which FSDP2 is told is a forward method, or ``forward``), ``shard_units()`` and
+``supports_compile``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from unicorn.training.model import TrainingModel
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,8 @@ class ParallelConfig:
             raise ValueError(f"param_dtype must be 'bf16' or 'fp32', got {self.param_dtype!r}")
 
 
-def freeze(model: TrainingModel, cfg: ParallelConfig) -> None:
-    if cfg.freeze_vision:
-        model.janus.vision_model.requires_grad_(False)
+def freeze(model, cfg: ParallelConfig) -> None:
+    model.freeze(cfg.freeze_vision)
 
 
 def _checkpointed(method):
@@ -40,29 +40,30 @@ def _checkpointed(method):
     return run
 
 
-def apply_activation_checkpointing(model: TrainingModel) -> None:
-    for layer in model.janus.language_model.layers:
-        layer.forward_dense = _checkpointed(layer.forward_dense)
+def apply_activation_checkpointing(model) -> None:
+    for layer, method in model.layer_methods():
+        setattr(layer, method, _checkpointed(getattr(layer, method)))
 
 
-def apply_compile(model: TrainingModel) -> None:
-    for layer in model.janus.language_model.layers:
-        layer.forward_dense = torch.compile(layer.forward_dense)
+def apply_compile(model) -> None:
+    if not model.supports_compile:
+        raise ValueError(f"--compile is not supported for {type(model).__name__} yet")
+    for layer, method in model.layer_methods():
+        setattr(layer, method, torch.compile(getattr(layer, method)))
 
 
-def apply_fsdp(model: TrainingModel, mesh, param_dtype: torch.dtype, reduce_dtype: torch.dtype = torch.float32) -> None:
+def apply_fsdp(model, mesh, param_dtype: torch.dtype, reduce_dtype: torch.dtype = torch.float32) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
-    for layer in model.janus.vision_model.encoder.layers:
+    for layer, method in model.shard_units():
         fully_shard(layer, mesh=mesh, mp_policy=policy)
-    for layer in model.janus.language_model.layers:
-        fully_shard(layer, mesh=mesh, mp_policy=policy)
-        register_fsdp_forward_method(layer, "forward_dense")
+        if method != "forward":
+            register_fsdp_forward_method(layer, method)
     fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
-def parallelize(model: TrainingModel, cfg: ParallelConfig, mesh=None) -> nn.Module:
+def parallelize(model, cfg: ParallelConfig, mesh=None) -> nn.Module:
     """``mesh`` (a 1-D DeviceMesh) turns on FSDP2; without it only freezing, checkpointing and compile apply."""
     freeze(model, cfg)
     if cfg.activation_checkpointing:

@@ -166,3 +166,50 @@ def test_engine_flow_bad_input_is_one_line_error(bagel_tiny_path):
     assert "multiple of 16" in odd.error and "\n" not in odd.error
     assert "latent_pos_embed" in large.error
     assert "cfg_renorm_type" in renorm.error
+
+
+def test_engine_image_conditioned_generation_equals_reference(bagel_tiny_path, ref, tok):
+    """Editing (reflection's loser -> winner): the context image as VAE latents and ViT tokens, then the text; the
+    text-unconditional context holds the image, the image-unconditional one the text (official
+    interleave_inference); batched next to a plain T2I request."""
+    from unicorn.engine.params import ImageGenParams
+
+    image, vit_image = _image(32, 48, 5), _image(28, 42, 8)
+    prompt = "Make the sky blue."
+    settings = dict(num_timesteps=5, cfg_interval=(0.0, 1.0), cfg_renorm_type="text_channel")
+    scales = [(4.0, 2.0), (3.0, 1.0)]  # 3 branches, then 2 (image CFG off)
+    seeds = [11, 12]
+    expected = [ref.interleave_inference([(image, vit_image), tok.encode(prompt, add_bos=False)],
+                                         noise=_noise(32, 48, s), cfg_text_scale=t, cfg_img_scale=i, **settings)
+                for (t, i), s in zip(scales, seeds)]
+    edit = ImageGenParams(n=2, seed=seeds, cfg_scale=[t for t, _ in scales], cfg_img_scale=[i for _, i in scales],
+                          **settings)
+    t2i = ImageGenParams(n=1, height=32, width=32, seed=[3], num_timesteps=4, cfg_scale=4.0, cfg_img_scale=1.0)
+    with Engine(bagel_tiny_path, block_size=8, num_kv_blocks=256) as engine:
+        ids = [engine.submit_image({"prompt": prompt, "images": [(image, vit_image)]}, edit),
+               engine.submit_image("A red circle.", t2i)]
+        outs = engine.run()
+    out = outs[ids[0]]
+    assert out.error is None and out.pixel_values.shape == (2, 3, 32, 48)  # the context image's size
+    for got, exp in zip(out.latents, expected):
+        torch.testing.assert_close(got, exp, **LATENT_TOL)
+    assert outs[ids[1]].error is None
+    want_t2i = ref.interleave_inference([tok.encode("A red circle.", add_bos=False)], noise=_noise(32, 32, 3),
+                                        image_shapes=(32, 32), num_timesteps=4, cfg_text_scale=4.0, cfg_img_scale=1.0)
+    torch.testing.assert_close(outs[ids[1]].latents[0], want_t2i, **LATENT_TOL)
+
+
+def test_engine_image_conditioned_bad_input_is_one_line_error(bagel_tiny_path):
+    from unicorn.engine.params import ImageGenParams
+
+    params = ImageGenParams(num_timesteps=3)
+    with Engine(bagel_tiny_path, block_size=8, num_kv_blocks=64) as engine:
+        odd, empty, vit = engine.generate_images([
+            {"prompt": "x", "images": [(_image(40, 48, 1), _image(28, 42, 2))]},
+            {"prompt": "x", "images": []},
+            {"prompt": "x", "images": [(_image(32, 48, 1), _image(30, 42, 2))]},
+        ], params)
+    assert "image height 40 is not a positive multiple of 16" in odd.error
+    assert "'images': [one or more images]" in empty.error
+    assert "multiples of 14" in vit.error
+    assert all("\n" not in o.error for o in (odd, empty, vit))

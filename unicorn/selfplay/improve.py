@@ -1,0 +1,281 @@
+"""``unicorn improve``: rounds of self-play -> CPR -> train -> export -> evaluate, each round from the last one's export.
+
+    OUT/improve.json                   what made the run (a re-run must match it, else it is refused)
+    OUT/round-00/eval/eval.json        the starting model's evaluation: the baseline of every comparison
+    OUT/round-RR/selfplay/             ``unicorn selfplay``'s run directory (the model of round RR-1 plays every role)
+    OUT/round-RR/cpr/                  the CPR data set (the judge's picks)
+    OUT/round-RR/train/                the trainer's run (checkpoints/, metrics.jsonl)
+    OUT/round-RR/model/                the exported checkpoint (EMA weights with --ema): round RR+1's model
+    OUT/round-RR/eval/eval.json        the evaluator's figures for that model
+    OUT/round-RR/control/{cpr,train,model,eval}/   with --control: the same self-play data, random rollouts in place
+                                       of the judge's picks (selection.py), trained and evaluated alike
+    OUT/round-RR/stages.json           the finished stages; OUT/round-RR/report.{md,json}
+    OUT/report.{md,json}, OUT/improve.png
+
+A stage counts as done once stages.json says so; a re-run (after a crash or ``kill -9``) redoes only the others:
+self-play resumes its own written epochs, the trainer its checkpoints, and an unfinished CPR / export / evaluation is
+removed and redone. Each stage is deterministic, so the result equals an uninterrupted run's. ``--rounds`` is not
+part of the identity: a finished run re-run with more rounds continues.
+
+The evaluator is a plug-in (evaluation.py); this module never imports a benchmark, nor the toy world's oracle.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from unicorn.cpr.schema import KINDS
+from unicorn.selfplay.evaluation import check_result, compare, load_evaluator
+from unicorn.selfplay.store import RunDirError, atomic_write_json, model_digest
+
+IMPROVE_FORMAT = "unicorn-improve"
+IMPROVE_VERSION = 1
+ARMS = {"judge": "", "control": "control/"}  # arm -> its subdirectory and stage-name prefix in a round
+
+
+class StopImprove(Exception):
+    """Raised after the stage named by ``stop_after`` (tests and time-boxed jobs: as if killed between stages)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The fine-tuning of every round (unicorn train's flags of the same names)."""
+    steps: int = 100
+    lr: float = 1e-4
+    warmup: int = 10
+    micro_batch: int = 4
+    grad_accum: int = 1
+    seq_len: int = 512
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.95)
+    clip: float = 1.0
+    cond_dropout: float = 0.1  # as the toy model was pretrained, so that classifier-free guidance keeps working
+    ema: float | None = None  # an EMA of the weights, exported in place of the raw ones
+    kind_weights: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImproveConfig:
+    model: str
+    recipe: str
+    num_prompts: int
+    seed: int = 0
+    epoch_size: int = 64
+    train: TrainSettings = field(default_factory=TrainSettings)
+    evaluator: str | None = None
+    eval_options: dict = field(default_factory=dict)
+    control: bool = False
+    device: str = "cpu"
+    dtype: str = "float32"
+    num_kv_blocks: int | None = None
+
+    def __post_init__(self):
+        from unicorn.selfplay.driver import SelfPlayConfig
+
+        SelfPlayConfig(self.num_prompts, seed=self.seed, epoch_size=self.epoch_size)  # checks them
+
+    def round_seed(self, round_index: int) -> int:
+        """Each round draws new rollouts (same slot structure, other seeds)."""
+        return self.seed + 1000 * (round_index - 1)
+
+
+def _identity(cfg: ImproveConfig, recipe, evaluator) -> dict:
+    return {"model": str(Path(cfg.model).resolve()), "model_digest": model_digest(cfg.model),
+            "recipe": recipe.name, "recipe_digest": recipe.digest, "num_prompts": cfg.num_prompts, "seed": cfg.seed,
+            "epoch_size": cfg.epoch_size, "train": json.loads(json.dumps(asdict(cfg.train))),
+            "evaluator": cfg.evaluator, "evaluator_settings": evaluator.describe() if evaluator else None,
+            "control": cfg.control, "device": cfg.device, "dtype": cfg.dtype, "num_kv_blocks": cfg.num_kv_blocks}
+
+
+def open_out(out: Path, identity: dict) -> bool:
+    """Creates the run or checks that ``out`` holds this same one (True when resuming); one-line refusal otherwise."""
+    file = out / "improve.json"
+    if file.exists():
+        try:
+            found = json.loads(file.read_text())
+        except json.JSONDecodeError as err:
+            raise RunDirError(f"{file}: not valid JSON ({err.msg})") from None
+        if found.get("format") != IMPROVE_FORMAT:
+            raise RunDirError(f"{file}: not a unicorn improve run")
+        old = found.get("config", {})
+        for key in sorted(set(old) | set(identity)):
+            if old.get(key) != identity.get(key):
+                raise RunDirError(f"{out} holds another improve run (its {key} is {old.get(key)!r}, this one's "
+                                  f"{identity.get(key)!r}): choose another --out")
+        return True
+    if out.exists() and any(out.iterdir()):
+        raise RunDirError(f"{out} is not empty and holds no improve.json: choose another --out")
+    atomic_write_json(file, {"format": IMPROVE_FORMAT, "version": IMPROVE_VERSION, "config": identity})
+    return False
+
+
+class Round:
+    """One round's directory and its finished stages."""
+
+    def __init__(self, out: Path, index: int):
+        self.index, self.dir = index, out / f"round-{index:02d}"
+        self.file = self.dir / "stages.json"
+        self.stages = json.loads(self.file.read_text()) if self.file.exists() else {}
+
+    def done(self, stage: str) -> bool:
+        return stage in self.stages
+
+    def finish(self, stage: str, summary: dict) -> None:
+        self.stages[stage] = summary
+        atomic_write_json(self.file, self.stages)
+
+    def path(self, arm: str, name: str) -> Path:
+        return self.dir / ARMS[arm] / name if ARMS[arm] else self.dir / name
+
+
+class Improver:
+    def __init__(self, cfg: ImproveConfig, out: str, log=print, progress: bool = True, stop_after: str | None = None):
+        from unicorn.selfplay.recipe import load_recipe
+
+        self.cfg, self.out, self.log, self.progress, self.stop_after = cfg, Path(out), log, progress, stop_after
+        self.recipe = load_recipe(cfg.recipe)
+        self.evaluator = load_evaluator(cfg.evaluator, cfg.eval_options) if cfg.evaluator else None
+        self.identity = _identity(cfg, self.recipe, self.evaluator)
+
+    # ---- stages -------------------------------------------------------------------------------------------------
+    def _stage(self, rnd: Round, stage: str, run) -> dict:
+        if rnd.done(stage):
+            return rnd.stages[stage]
+        self.log(f"improve: round {rnd.index}: {stage}")
+        # as a re-run will read it back (key order included), so both give the same reports
+        summary = json.loads(json.dumps(run(), sort_keys=True))
+        rnd.finish(stage, summary)
+        if self.stop_after == f"{rnd.index}:{stage}":
+            raise StopImprove(f"stopped after round {rnd.index} {stage}")
+        return summary
+
+    def _selfplay(self, rnd: Round, model: str) -> dict:
+        from unicorn.selfplay.driver import SelfPlayConfig
+        from unicorn.selfplay.run import selfplay
+
+        cfg = self.cfg
+        summary = selfplay(model, cfg.recipe, SelfPlayConfig(cfg.num_prompts, seed=cfg.round_seed(rnd.index),
+                                                             epoch_size=cfg.epoch_size),
+                           str(rnd.path("judge", "selfplay")), device=cfg.device, dtype=cfg.dtype,
+                           num_kv_blocks=cfg.num_kv_blocks, progress=self.progress, log=self.log)
+        keys = ("num_slots", "num_prompts", "num_kept", "acceptance_rate", "score_histogram", "parse_failures",
+                "cpr_counts", "per_category")
+        return {k: summary[k] for k in keys}
+
+    def _cpr(self, rnd: Round, arm: str) -> dict:
+        from unicorn.selfplay.run import rebuild_cpr
+
+        dest = rnd.path(arm, "cpr")
+        shutil.rmtree(dest, ignore_errors=True)  # an unfinished build: rebuilt from the self-play run, identically
+        summary = rebuild_cpr(str(rnd.path("judge", "selfplay")), str(dest), log=self.log,
+                              selection="judge" if arm == "judge" else "random")
+        if not sum(summary["cpr_counts"].values()):
+            raise RunDirError(f"round {rnd.index}: the CPR data set is empty (no prompt's best score reached the "
+                              f"recipe's keep_min_best); nothing to train on")
+        return {"cpr_counts": summary["cpr_counts"], "selection": "judge" if arm == "judge" else "random"}
+
+    def _train_config(self, rnd: Round, arm: str, model: str):
+        from unicorn.training.checkpoint import latest_checkpoint
+        from unicorn.training.config import OptimConfig, TrainConfig
+
+        t, cfg = self.cfg.train, self.cfg
+        out = rnd.path(arm, "train")
+        optim = OptimConfig(lr=t.lr, warmup=t.warmup, weight_decay=t.weight_decay, betas=tuple(t.betas), clip=t.clip)
+        return TrainConfig(
+            model=model, data=str(rnd.path(arm, "cpr")), out=str(out), steps=t.steps, micro_batch=t.micro_batch,
+            grad_accum=t.grad_accum, seq_len=t.seq_len, seed=cfg.round_seed(rnd.index), optim=optim,
+            kind_weights={**{k: 1.0 for k in KINDS}, **t.kind_weights},
+            cond_dropout=t.cond_dropout, ema_decay=t.ema, export_ema=t.ema is not None,
+            resume=latest_checkpoint(str(out / "checkpoints")) is not None,
+            device="cuda" if cfg.device.startswith("cuda") else "cpu", log_every=max(1, t.steps // 10))
+
+    def _train_and_export(self, rnd: Round, arm: str, model: str) -> None:
+        """The train stage, then the export stage; a re-run resumes the trainer from its checkpoints (the final one
+        when training had finished), so the export is that of the uninterrupted run."""
+        from unicorn.training.trainer import Trainer
+
+        prefix = ARMS[arm]
+        if rnd.done(prefix + "train") and rnd.done(prefix + "export"):
+            return
+        trainer = Trainer(self._train_config(rnd, arm, model), log=self.log)
+        try:
+            def train() -> dict:
+                summary = trainer.train()
+                return {"steps": summary["steps"], "final_loss": summary["final_loss"],
+                        "final_loss_per_kind": summary["final_loss_per_kind"]}
+
+            self._stage(rnd, prefix + "train", train)
+
+            def export() -> dict:
+                dest = rnd.path(arm, "model")
+                shutil.rmtree(dest, ignore_errors=True)
+                trainer.export(str(dest), ema=self.cfg.train.ema is not None)
+                return {"model": str(dest), "weights": "ema" if self.cfg.train.ema is not None else "raw",
+                        "model_digest": model_digest(str(dest))}
+
+            self._stage(rnd, prefix + "export", export)
+        finally:
+            del trainer
+            gc.collect()
+
+    def _evaluate(self, rnd: Round, arm: str, model: str) -> dict | None:
+        if self.evaluator is None:
+            return None
+        prefix = ARMS[arm]
+        dest = rnd.path(arm, "eval")
+
+        def run() -> dict:
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True)
+            result = check_result(self.evaluator.name, self.evaluator.evaluate(model, dest, self.log))
+            atomic_write_json(dest / "eval.json", result)
+            return {"metrics": result["metrics"]}
+
+        self._stage(rnd, prefix + "eval", run)
+        return json.loads((dest / "eval.json").read_text())
+
+    # ---- the loop -----------------------------------------------------------------------------------------------
+    def run(self, rounds: int) -> dict:
+        from unicorn.selfplay import improve_report as report
+
+        if rounds < 1:
+            raise ValueError(f"--rounds must be >= 1, got {rounds}")
+        resuming = open_out(self.out, self.identity)
+        self.log(f"improve: {'resuming' if resuming else 'starting'} {self.out} ({rounds} rounds)")
+        base_round = Round(self.out, 0)
+        base = self._evaluate(base_round, "judge", self.cfg.model)
+        reports, previous, model = [], base, self.cfg.model
+        for index in range(1, rounds + 1):
+            rnd = Round(self.out, index)
+            rnd.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(rnd.dir / "input.json", {"model": str(Path(model).resolve())})
+            selfplay_summary = self._stage(rnd, "selfplay", lambda: self._selfplay(rnd, model))
+            arms = ["judge", "control"] if self.cfg.control else ["judge"]
+            results = {}
+            for arm in arms:
+                cpr = self._stage(rnd, ARMS[arm] + "cpr", lambda: self._cpr(rnd, arm))
+                self._train_and_export(rnd, arm, model)
+                evaluation = self._evaluate(rnd, arm, str(rnd.path(arm, "model")))
+                results[arm] = {"cpr": cpr, "train": rnd.stages[ARMS[arm] + "train"],
+                                "export": rnd.stages[ARMS[arm] + "export"], "eval": evaluation}
+            round_report = report.round_report(index, model, selfplay_summary, results, base, previous)
+            report.write_round(rnd.dir, round_report)
+            reports.append(round_report)
+            previous = results["judge"]["eval"]
+            model = str(rnd.path("judge", "model"))
+        overall = report.overall_report(self.identity, base, reports)
+        report.write_overall(self.out, overall, log=self.log)
+        return overall
+
+
+def improve(cfg: ImproveConfig, rounds: int, out: str, log=print, progress: bool = True,
+            stop_after: str | None = None) -> dict | None:
+    """Runs (or resumes) ``rounds`` rounds into ``out``; returns the overall report (None when stopped early)."""
+    try:
+        return Improver(cfg, out, log=log, progress=progress, stop_after=stop_after).run(rounds)
+    except StopImprove as stop:
+        log(f"improve: {stop}")
+        return None
