@@ -80,6 +80,8 @@ def main() -> None:
 
     config = {"preset": args.preset, "prompts": args.prompts, "rollouts": args.rollouts, "cfg": 5.0,
               "temperature": 1.0, "dtype": args.dtype, "threads": torch.get_num_threads()}
+    if breakdown:  # the limits' method (earlier rows: FLOPs only, peaks from a few long repeats)
+        config["limits"] = "gemm roofline, peaks best of many short repeats"
     if args.decode_images:
         config["decode_timed_on_images"] = min(args.decode_images, num_images)
     if engine_kwargs:

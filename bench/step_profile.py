@@ -46,8 +46,8 @@ def measure_machine(dtype: torch.dtype = torch.float32, gemm_shapes: list[tuple[
         x = torch.randn(m, k, dtype=dtype)
         w = torch.randn(out, k, dtype=dtype)
         at_shapes[f"{m}x{k}x{out}"] = 2 * m * k * out / _best_of(lambda: F.linear(x, w), 30) / 1e9
-    buf = torch.ones(16 << 20, dtype=torch.float32)  # 64 MiB
-    read_gbs = buf.numel() * 4 / _best_of(lambda: buf.sum(), 30) / 1e9
+    buf = torch.ones(32 << 20, dtype=torch.float32)  # 128 MiB, 4x the L3 here
+    read_gbs = buf.numel() * 4 / _best_of(lambda: buf.sum(), 20) / 1e9
     return {"threads": torch.get_num_threads(), "dtype": str(dtype).split(".")[-1],
             "gemm_gflops": max([square, *at_shapes.values()]), "gemm_gflops_512": square,
             "gemm_gflops_at_shapes": at_shapes, "read_gbs": read_gbs}
