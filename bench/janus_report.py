@@ -41,51 +41,50 @@ def _hf(run: dict, metric: str):
     return None, None
 
 
-def render(run: dict) -> str:
+def _header(run: dict) -> str:
     time, preset, prompts, rollouts, dtype, device = run["key"]
     cfg = next(iter(run["rows"].values()))["config"]
+    return (f"`{preset}`, {prompts} prompts x {rollouts} rollouts, CFG 5, temperature 1, {dtype}, {device}, "
+            f"{cfg.get('threads', '?')} torch thread(s); run of {time}")
+
+
+def render_ratios(run: dict) -> list[str]:
+    """Images/s of transformers, the previous hot path and the engine in one run."""
     ours = _value(run, "unicorn", "img_per_s_tokens")
     previous = _value(run, "unicorn-previous", "img_per_s_tokens")
-    limit = _value(run, "limit", "img_per_s_tokens")
     mode, hf = _hf(run, "img_per_s_tokens")
-    lines = [f"`{preset}`, {prompts} prompts x {rollouts} rollouts, CFG 5, temperature 1, {dtype}, {device}, "
-             f"{cfg.get('threads', '?')} torch thread(s); run of {time} (`bench/results/janus_images.jsonl`):", "",
-             "| | images/s (tokens) | vs transformers | share of the tokens limit |", "|---|---|---|---|"]
-
-    def line(name, value):
-        ratio = f"{value / hf:.2f}x" if hf else "-"
-        share = f"{100 * value / limit:.0f} %" if limit else "-"
-        lines.append(f"| {name} | {value:.3f} | {ratio} | {share} |")
-
-    if hf:
-        line(f"transformers `generate` ({mode})", hf)
-    if previous:
-        line("unicorn, the hot path before issue 14 (same run)", previous)
-    if ours:
-        line("unicorn", ours)
-    if limit:
-        lines.append(f"| limit: GEMM FLOPs / matmul GFLOP/s + KV bytes / read GB/s, measured | {limit:.3f} | - | 100 % |")
-    gflops, gbs = _value(run, "machine", "gemm_gflops"), _value(run, "machine", "read_gbs")
-    lines.append("")
-    if gflops:
-        lines.append(f"Measured in the run: matmul {gflops:.0f} GFLOP/s, memory read {gbs:.1f} GB/s.")
+    lines = [_header(run) + ":", "", "| | images/s (tokens) | vs transformers | vs the previous hot path |",
+             "|---|---|---|---|"]
+    for name, value in ((f"transformers `generate` ({mode})", hf),
+                        ("unicorn, the hot path before issue 14", previous), ("unicorn", ours)):
+        if value:
+            lines.append(f"| {name} | {value:.3f} | {f'{value / hf:.2f}x' if hf else '-'} | "
+                         f"{f'{value / previous:.2f}x' if previous else '-'} |")
     e2e, hf_e2e = _value(run, "unicorn", "img_per_s_end_to_end"), _hf(run, "img_per_s_end_to_end")[1]
     decode, hf_decode = _value(run, "unicorn", "vq_decode_s"), _value(run, "transformers", "vq_decode_s")
-    decode_limit = _value(run, "limit", "vq_decode_s")
     if e2e and hf_e2e:
-        lines.append(f"End to end (tokens + VQ decode): {e2e:.3f} vs {hf_e2e:.3f} img/s ({e2e / hf_e2e:.2f}x); VQ "
-                     f"decode of all images {decode:.1f}s vs transformers' {hf_decode:.1f}s"
-                     + (f" (limit {decode_limit:.1f}s)" if decode_limit else "") + ".")
-    parts = {p: _value(run, "unicorn", f"step_time_s:{p}") for p in PARTS}
-    if any(v is not None for v in parts.values()):
-        before = {p: _value(run, "unicorn-previous", f"step_time_s:{p}") for p in PARTS}
-        limits = {p: _value(run, "limit", f"step_time_s:{p}") for p in PARTS}
-        lines += ["", "Where the token time goes (seconds for the whole workload; limit: that part's work at the "
-                  "measured peak):", "", "| part | before (s) | now (s) | limit (s) |", "|---|---|---|---|"]
-        for p in PARTS:
-            fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-            lines.append(f"| {p} | {fmt(before[p])} | {fmt(parts[p])} | {fmt(limits[p])} |")
-    return "\n".join(lines)
+        lines += ["", f"End to end (tokens + VQ decode): {e2e:.3f} vs {hf_e2e:.3f} img/s ({e2e / hf_e2e:.2f}x); VQ "
+                  f"decode of all the images {decode:.1f}s vs transformers' {hf_decode:.1f}s."]
+    return lines
+
+
+def render_breakdown(run: dict) -> list[str]:
+    """The step breakdown next to the limits measured in the run."""
+    ours, previous = _value(run, "unicorn", "img_per_s_tokens"), _value(run, "unicorn-previous", "img_per_s_tokens")
+    limit = _value(run, "limit", "img_per_s_tokens")
+    gflops, gbs = _value(run, "machine", "gemm_gflops"), _value(run, "machine", "read_gbs")
+    lines = [_header(run) + f": measured matmul {gflops:.0f} GFLOP/s, memory read {gbs:.1f} GB/s. Tokens limit "
+             f"(GEMM roofline + KV reads) {limit:.3f} img/s; unicorn {ours:.3f} img/s = {100 * ours / limit:.0f} % "
+             "of it" + (f" (the previous hot path {previous:.3f}, {100 * previous / limit:.0f} %)" if previous else "")
+             + ". Seconds for the whole workload:", "", "| part | before | now | limit |", "|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    for p in PARTS:
+        lines.append(f"| {p} | {fmt(_value(run, 'unicorn-previous', f'step_time_s:{p}'))} | "
+                     f"{fmt(_value(run, 'unicorn', f'step_time_s:{p}'))} | {fmt(_value(run, 'limit', f'step_time_s:{p}'))} |")
+    decode, decode_limit = _value(run, "unicorn", "vq_decode_s"), _value(run, "limit", "vq_decode_s")
+    if decode and decode_limit:
+        lines += ["", f"VQ decode {decode:.1f}s against a limit of {decode_limit:.1f}s (its FLOPs at the matmul rate)."]
+    return lines
 
 
 def main() -> None:
@@ -94,11 +93,22 @@ def main() -> None:
     parser.add_argument("--readme", help="rewrite the block between the markers in this file")
     args = parser.parse_args()
     runs = load_runs(Path(args.results))
-    latest: dict[str, dict] = {}
-    for run in runs:  # sorted by time: the last one per workload, dtype and device wins; only runs with a breakdown
-        if ("machine", "gemm_gflops") in run["rows"]:
-            latest[run["key"][1:]] = run
-    text = "\n\n".join(render(run) for run in latest.values()) or "(no run with a breakdown yet)"
+    ratios: dict[tuple, dict] = {}
+    breakdowns: dict[tuple, dict] = {}
+    for run in runs:  # sorted by time: the latest per workload, dtype and device wins
+        workload = run["key"][1:]
+        first = next(iter(run["rows"].values()))
+        if _hf(run, "img_per_s_tokens")[1] is not None:
+            ratios[workload] = run
+        if "limits" in first["config"]:  # limits by the current method
+            breakdowns[workload] = run
+    blocks = []
+    for workload in sorted(set(ratios) | set(breakdowns)):
+        lines = render_ratios(ratios[workload]) if workload in ratios else []
+        if workload in breakdowns:
+            lines += ([""] if lines else []) + render_breakdown(breakdowns[workload])
+        blocks.append("\n".join(lines))
+    text = "\n\n".join(blocks) or "(no run yet)"
     if not args.readme:
         print(text)
         return
