@@ -80,6 +80,8 @@ def main() -> None:
 
     config = {"preset": args.preset, "prompts": args.prompts, "rollouts": args.rollouts, "cfg": 5.0,
               "temperature": 1.0, "dtype": args.dtype, "threads": torch.get_num_threads()}
+    if breakdown:  # the limits' method (earlier rows: FLOPs only, peaks from a few long repeats)
+        config["limits"] = "gemm roofline, peaks best of many short repeats"
     if args.decode_images:
         config["decode_timed_on_images"] = min(args.decode_images, num_images)
     if engine_kwargs:
@@ -196,9 +198,10 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, previous=False):
     if profile is not None:
         decode_flops = None if previous else count_flops(lambda: engine.runner.decode_images(codes[:1])) * len(codes)
         shapes = sorted(profile.gemm_shapes, key=lambda s: -profile.gemm_shapes[s] * s[0] * s[1] * s[2])[:3]
+        shapes = [shape[:3] for shape in shapes]
         machine = measure_machine(dtype, shapes)
-        print(f"machine ({machine['threads']} thread(s), {machine['dtype']}): matmul {machine['gemm_gflops']:.0f} "
-              f"GFLOP/s (1024^3); at the run's largest GEMM shapes (M x K x N): "
+        print(f"machine ({machine['threads']} thread(s), {machine['dtype']}): matmul {machine['gemm_gflops_512']:.0f} "
+              f"GFLOP/s (512^3); at the run's largest GEMM shapes (M x K x N): "
               + ", ".join(f"{k} {v:.0f}" for k, v in machine["gemm_gflops_at_shapes"].items())
               + f"; memory read {machine['read_gbs']:.1f} GB/s")
         text, figures = profile.table(machine, tokens_s, decode_s, decode_flops, num_images)

@@ -5,7 +5,8 @@ now). ``StepProfile`` wraps, for one engine, the places the hot path passes thro
 (GEMMs, with their FLOPs), ``paged_attention`` (with the KV bytes each call reads), the runner's input
 preparation and sampling, the scheduler -- and keeps each region's *exclusive* wall time (a region's time minus
 that of the regions inside it), so the parts add up to the steps' total. The limits: GEMM FLOPs / matmul
-GFLOP/s, KV bytes / bandwidth, logits bytes / bandwidth for sampling; scheduling and input preparation have no
+GFLOP/s or weight bytes / bandwidth per GEMM (the longer), KV bytes / bandwidth, logits bytes / bandwidth for
+sampling; scheduling and input preparation have no
 floor of their own (ideally ~0).
 
 The wrappers cost a few perf_counter calls per linear layer (well under 1 % of a CPU step); on CUDA every region
@@ -32,20 +33,23 @@ def _best_of(fn, repeats: int) -> float:
 
 
 def measure_machine(dtype: torch.dtype = torch.float32, gemm_shapes: list[tuple[int, int, int]] = ()) -> dict:
-    """Matmul GFLOP/s (a large square GEMM and, if given, the workload's own (M, K, N) shapes) and memory read
-    bandwidth (a sum over a buffer far larger than the caches), best of a few repeats."""
-    n = 1024
+    """Matmul GFLOP/s and memory read bandwidth of this machine with the threads torch uses now: the best of many
+    short repeats (a 512^3 GEMM, the workload's own (M, K, N) GEMM shapes if given, a sum over a buffer larger than
+    the caches), so that on a machine shared with other jobs some repeats run undisturbed. ``gemm_gflops`` is the
+    best of the GEMM rates."""
+    n = 512
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)
-    square = 2 * n**3 / _best_of(lambda: torch.mm(a, b), 10) / 1e9
+    square = 2 * n**3 / _best_of(lambda: torch.mm(a, b), 50) / 1e9
     at_shapes = {}
     for m, k, out in gemm_shapes:
         x = torch.randn(m, k, dtype=dtype)
         w = torch.randn(out, k, dtype=dtype)
-        at_shapes[f"{m}x{k}x{out}"] = 2 * m * k * out / _best_of(lambda: F.linear(x, w), 5) / 1e9
-    buf = torch.ones(64 << 20, dtype=torch.float32)  # 256 MiB
-    read_gbs = buf.numel() * 4 / _best_of(lambda: buf.sum(), 3) / 1e9
-    return {"threads": torch.get_num_threads(), "dtype": str(dtype).split(".")[-1], "gemm_gflops": square,
+        at_shapes[f"{m}x{k}x{out}"] = 2 * m * k * out / _best_of(lambda: F.linear(x, w), 30) / 1e9
+    buf = torch.ones(32 << 20, dtype=torch.float32)  # 128 MiB, 4x the L3 here
+    read_gbs = buf.numel() * 4 / _best_of(lambda: buf.sum(), 20) / 1e9
+    return {"threads": torch.get_num_threads(), "dtype": str(dtype).split(".")[-1],
+            "gemm_gflops": max([square, *at_shapes.values()]), "gemm_gflops_512": square,
             "gemm_gflops_at_shapes": at_shapes, "read_gbs": read_gbs}
 
 
@@ -97,7 +101,18 @@ class StepProfile:
         m = x.numel() // x.shape[-1]
         out, k = weight.shape
         self.gemm_flops += 2 * m * k * out
-        self.gemm_shapes[(m, k, out)] += 1
+        self.gemm_shapes[(m, k, out, weight.element_size())] += 1
+
+    def gemm_limit_s(self, gflops: float, gbs: float) -> float:
+        """Roofline of the GEMMs: per call the longer of its FLOPs at the matmul rate and its weight read at the
+        read bandwidth (a decode step's few rows reuse each weight little, and the KV reads between the layers
+        leave no weight in the caches)."""
+        return sum(count * max(2 * m * k * out / (gflops * 1e9), k * out * size / (gbs * 1e9))
+                   for (m, k, out, size), count in self.gemm_shapes.items())
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(count * k * out * size for (m, k, out, size), count in self.gemm_shapes.items())
 
     def _count_attention(self, q, k, v, cache, meta, scale) -> None:
         row_bytes = 2 * cache.key.shape[2] * cache.key.shape[3] * cache.key.element_size()  # K and V of one token
@@ -136,7 +151,7 @@ class StepProfile:
         """A printable breakdown and its figures (seconds per image, limits, share of the limit)."""
         gflops, gbs = machine["gemm_gflops"], machine["read_gbs"]
         limits = {
-            "GEMMs": self.gemm_flops / (gflops * 1e9),
+            "GEMMs": self.gemm_limit_s(gflops, gbs),
             "attention": self.kv_bytes / (gbs * 1e9),
             "sampling": self.logits_bytes / (gbs * 1e9),
             "elementwise": None, "input prep": None, "scheduling": None,
@@ -146,7 +161,7 @@ class StepProfile:
         lines = [f"per-step breakdown over {self.calls.get('scheduling', 0)} steps ({total_s:.1f}s, "
                  f"{machine['threads']} thread(s)); limits from {gflops:.0f} GFLOP/s matmul, {gbs:.1f} GB/s read:",
                  f"  {'part':<12} {'s':>7} {'share':>6} {'limit s':>8} {'of limit':>8}  work"]
-        work = {"GEMMs": f"{self.gemm_flops / 1e9:.0f} GFLOP", "attention": f"{self.kv_bytes / 1e9:.1f} GB KV",
+        work = {"GEMMs": f"{self.gemm_flops / 1e9:.0f} GFLOP, {self.weight_bytes / 1e9:.0f} GB weights", "attention": f"{self.kv_bytes / 1e9:.1f} GB KV",
                 "sampling": f"{self.logits_bytes / 1e9:.2f} GB logits"}
         for name in ("GEMMs", "attention", "sampling", "elementwise", "input prep", "scheduling"):
             spent, limit = parts.get(name, 0.0), limits[name]
@@ -154,7 +169,7 @@ class StepProfile:
             lines.append(f"  {name:<12} {spent:7.2f} {100 * spent / total_s:5.0f}% "
                          f"{(f'{limit:8.2f}' if limit is not None else f'{chr(45):>8}')} {share}  {work.get(name, '')}")
         token_limit = limits["GEMMs"] + limits["attention"]
-        lines.append(f"  tokens limit (GEMMs + KV reads, no overlap): {token_limit:.1f}s = "
+        lines.append(f"  tokens limit (GEMM roofline + KV reads, no overlap): {token_limit:.1f}s = "
                      f"{num_images / token_limit:.2f} img/s; reached {100 * token_limit / total_s:.0f}%")
         figures = {"parts_s": parts, "limits_s": {k: v for k, v in limits.items() if v is not None},
                    "gemm_gflop": self.gemm_flops / 1e9, "kv_gb": self.kv_bytes / 1e9,

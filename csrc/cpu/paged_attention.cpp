@@ -64,10 +64,12 @@ static void decode_kernel(const float* q, const scalar_t* k_cache, const scalar_
   });
 }
 
-// q: [B, Hq, D]; caches: [num_blocks, block_size, Hkv, D]; block_tables: [B, max_blocks] int64;
-// seq_lens: [B] int64. Returns [B, Hq, D] in q's dtype (computed in fp32).
+// q: [B, Hq, D]; caches: [num_blocks, block_size, Hkv, D] (fp32, bf16, fp16, or fp8 e4m3 holding x / k_scale
+// and x / v_scale); block_tables: [B, max_blocks] int64; seq_lens: [B] int64. Returns [B, Hq, D] in q's dtype
+// (computed in fp32). An fp8 cache's scales fold into the softmax scale (K) and the output (V).
 torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
-                           torch::Tensor block_tables, torch::Tensor seq_lens, double scale) {
+                           torch::Tensor block_tables, torch::Tensor seq_lens, double scale, double k_scale = 1.0,
+                           double v_scale = 1.0) {
   TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "bad shapes");
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "caches must be contiguous");
   auto qf = q.to(torch::kFloat).contiguous();
@@ -77,6 +79,16 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
   const int64_t num_seqs = q.size(0), num_heads = q.size(1), head_dim = q.size(2);
   const int64_t block_size = k_cache.size(1), num_kv_heads = k_cache.size(2);
   TORCH_CHECK(k_cache.size(3) == head_dim && num_heads % num_kv_heads == 0, "head shapes do not match");
+  if (k_cache.scalar_type() == at::kFloat8_e4m3fn) {
+    TORCH_CHECK(v_cache.scalar_type() == at::kFloat8_e4m3fn, "K and V caches must share a dtype");
+    decode_kernel<c10::Float8_e4m3fn>(qf.data_ptr<float>(), k_cache.data_ptr<c10::Float8_e4m3fn>(),
+                                      v_cache.data_ptr<c10::Float8_e4m3fn>(), tables.data_ptr<int64_t>(),
+                                      lens.data_ptr<int64_t>(), out.data_ptr<float>(), num_seqs, num_heads,
+                                      num_kv_heads, head_dim, block_size, tables.size(1),
+                                      static_cast<float>(scale * k_scale));
+    if (v_scale != 1.0) out.mul_(v_scale);
+    return out.to(q.scalar_type());
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, k_cache.scalar_type(), "paged_decode", [&] {
     decode_kernel<scalar_t>(qf.data_ptr<float>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
                             tables.data_ptr<int64_t>(), lens.data_ptr<int64_t>(), out.data_ptr<float>(), num_seqs,

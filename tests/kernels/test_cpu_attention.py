@@ -10,7 +10,8 @@ from unicorn.kernels import cpu_ops
 
 pytestmark = pytest.mark.skipif(not cpu_ops.available(), reason="no C++ compiler to build csrc/cpu")
 
-TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2), torch.float16: (2e-3, 2e-3)}
+TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2), torch.float16: (2e-3, 2e-3),
+             torch.float8_e4m3fn: (1e-5, 1e-5)}  # fp8: the same stored values, dequantised by both
 
 
 @pytest.mark.parametrize("dtype", sorted(TOLERANCE, key=str))
@@ -23,8 +24,11 @@ def test_decode_matches_reference(dtype, num_heads, num_kv_heads, head_dim, bloc
     lens = [1, 2, 17, 63, 101]
     num_blocks = sum(-(-n // block_size) for n in lens) + 3
     shape = (num_blocks, block_size, num_kv_heads, head_dim)
-    cache = KVCache(torch.randn(shape, generator=gen).to(dtype), torch.randn(shape, generator=gen).to(dtype))
-    ref_cache = KVCache(cache.key.clone(), cache.value.clone())
+    fp8 = dtype == torch.float8_e4m3fn
+    scales = (0.5, 3.0) if fp8 else (1.0, 1.0)  # an fp8 cache stores x / scale
+    cache = KVCache(torch.randn(shape, generator=gen).to(dtype), torch.randn(shape, generator=gen).to(dtype), *scales)
+    ref_cache = KVCache(cache.key.clone(), cache.value.clone(), *scales)
+    dtype = torch.float32 if fp8 else dtype  # the model's dtype (q, k, v)
     ids = list(range(num_blocks))
     random.Random(0).shuffle(ids)
     tables = []
@@ -39,4 +43,5 @@ def test_decode_matches_reference(dtype, num_heads, num_kv_heads, head_dim, bloc
     expected = paged_attention_ref(q, k, v, ref_cache, meta, head_dim**-0.5)
     atol, rtol = TOLERANCE[dtype]
     torch.testing.assert_close(out.float(), expected.float(), atol=atol, rtol=rtol)
-    assert torch.equal(cache.key, ref_cache.key)  # the new K/V landed in the same slots
+    # the new K/V landed in the same slots (bytes: fp8 has no equality kernel)
+    assert torch.equal(cache.key.view(torch.uint8), ref_cache.key.view(torch.uint8))

@@ -143,8 +143,6 @@ class Engine:
             num_kv_blocks = num_blocks_for_budget(budget, block_size, bytes_per_token)
         if num_kv_blocks < 1:
             raise ValueError(f"the KV-cache budget holds no block of {block_size} tokens")
-        if cache_dtype != spec.dtype and kernels == "auto" and self.device.type == "cpu":
-            kernels = "torch"  # the C++ decode kernel reads caches of the model's dtype only
         self.kernels = _choose_kernels(kernels, self.device)
         self.block_manager = BlockManager(num_kv_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(

@@ -15,7 +15,8 @@ def cpu_paged_attention(
     if not (meta.is_decode_only and meta.causal):
         return paged_attention_ref(q, k, v, cache, meta, scale)
     store_kv_ref(k, v, cache, meta.slot_mapping)
-    return cpu_ops.load().paged_decode(q, cache.key, cache.value, meta.block_tables, meta.seq_lens, scale)
+    return cpu_ops.load().paged_decode(q, cache.key, cache.value, meta.block_tables, meta.seq_lens, scale,
+                                       cache.k_scale, cache.v_scale)
 
 
 def register_cpu_backend() -> bool:

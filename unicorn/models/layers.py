@@ -115,7 +115,7 @@ class FusedLinears:
                                                            if layer.bias is not None]
 
     def _current(self) -> tuple:
-        return tuple((p.data_ptr(), p.dtype, p.device) for p in self._params())
+        return tuple(p.data_ptr() for p in self._params())  # a new dtype or device is a new storage too
 
     def _build(self) -> None:
         # Outside inference mode: the parameters become views of these tensors and training may use them later.
