@@ -54,6 +54,7 @@ def test_toyworld_recipe_renders_what_the_toy_model_was_trained_with():
         assert recipe.render_caption(category) == formats.CAPTION_INSTRUCTION
         assert recipe.render_reflection(category, prompt) == formats.REFLECTION_INSTRUCTION.format(prompt=prompt)
         assert recipe.render_solver(category, prompt) == prompt
+        assert recipe.render_rate_prompt(category, prompt) == roles.rate_instruction(category, prompt)
 
 
 def test_toyworld_rule_checks_accept_the_worlds_own_prompts():

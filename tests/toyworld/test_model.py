@@ -1,5 +1,5 @@
 """The shipped toy-world Janus: it loads in the Engine, draws, judges in the `Score: N` format while looking at the
-image, its codec keeps what the oracle checks, and it measures as reported (it understands better than it draws).
+image, its codec keeps what the oracle checks, and it measures as reported, above the floors it is checked against.
 Floors are well under the measured values (bench/toyworld/README.md: judge Spearman 0.41, understanding 0.51,
 generation 0.15, codec round trip 5.6 / 10)."""
 import math
@@ -81,15 +81,39 @@ def test_shipped_vq_codec_keeps_what_the_oracle_checks(engine):
     assert codec["mean_score"] >= VQ_ROUNDTRIP_FLOOR, codec
 
 
-def test_eval_judge_tracks_oracle_ranks_its_own_drawings_and_understanding_beats_drawing(engine):
+def test_eval_judge_tracks_oracle_ranks_its_own_drawings_and_beats_the_floors(engine):
     """Measured on this set: Spearman 0.52; pair accuracy 0.64 on 131 pairs, the judge's pick 2.19 vs a 1.63 mean
-    drawing. The 4000-step checkpoint before it ranked its own drawings at chance (0.50) and picked below the mean."""
-    report = evaluate(engine, EvalConfig(scenes_per_category=8, prompts_per_category=4), vq=engine.model.vqmodel,
-                      log=lambda *a: None)
+    drawing. The 4000-step checkpoint before it ranked its own drawings at chance (0.50) and picked below the mean.
+    Understanding 0.50 against a blind answerer's 0.25, drawing accuracy 0.136 against a blank image's 0.074.
+    Understanding and drawing are checked against their floors on the same questions and prompts (a blind answerer
+    fitted on train questions; a blank image), not against each other: a blind answerer and a prompt-ignorant
+    drawing also satisfy "drawing < understanding". The shipped model does not beat the harder drawing floors
+    (another scene's render; README), which toyworld-v2 is to fix."""
+    from unicorn.toyworld.model.data import make_item
+    from unicorn.toyworld.model.evaluate import reference_question, variant_images
+    from unicorn.toyworld.model.floors import BlindAnswerer, drawing_floors
+    from unicorn.toyworld.questions import grade_answer
+    from unicorn.toyworld.roles import question_text
+    from unicorn.toyworld.scene import CATEGORIES
+
+    cfg = EvalConfig(scenes_per_category=8, prompts_per_category=4)
+    vq = engine.model.vqmodel
+    report = evaluate(engine, cfg, vq=vq, log=lambda *a: None)
     assert report["judge"]["parse_rate"] >= 0.9
     assert report["judge"]["spearman"] > 0.25, report["judge"]
     generation = report["generation"]
     assert generation["judge_pair_accuracy"] > 0.55, generation
     assert generation["judge_pick_score"] > generation["mean_score"], generation
-    assert report["generation"]["oracle_accuracy"] < report["understanding"]["accuracy"]
-    assert np.isfinite(report["understanding"]["accuracy"])
+
+    def asked(items):  # (question text, reference read from the image) per question, as evaluate asks them
+        return [(question_text(q), reference_question(q, report_.answers[q.id]))
+                for item, _, _, report_ in variant_images(items, vq) for q in item.questions]
+
+    blind = BlindAnswerer().fit(asked([make_item(c, i, 0, "train") for c in CATEGORIES for i in range(32)]))
+    questions = asked([make_item(c, i, cfg.seed, cfg.split) for c in CATEGORIES for i in range(cfg.scenes_per_category)])
+    blind_accuracy = float(np.mean([grade_answer(ref, blind.answer(text, ref)) for text, ref in questions]))
+    assert len(questions) == report["understanding"]["n"]
+    assert report["understanding"]["accuracy"] >= blind_accuracy + 0.15, (report["understanding"], blind_accuracy)
+    prompts = [make_item(c, 10_000 + i, cfg.seed, cfg.split) for c in CATEGORIES for i in range(cfg.prompts_per_category)]
+    blank = np.mean([r["soft"] for r in drawing_floors(prompts, vq)["blank"]])
+    assert generation["oracle_accuracy"] >= blank + 0.03, (generation["oracle_accuracy"], blank)

@@ -5,8 +5,6 @@ import os
 
 import pytest
 
-from unicorn.models.janus_config import VQArch
-
 from unicorn.toyworld.model.data import WorldDataConfig, corpus_texts
 from unicorn.toyworld.model.tokenizer import template_texts, train_world_tokenizer
 
@@ -49,12 +47,12 @@ def test_quick_pretrain_is_deterministic_and_reuses_its_vq_stage(tmp_path, capsy
     assert proposing and {r.kind for r in proposing} == {"text"} and not (base / "images" / "blank.png").exists()
     assert capsys.readouterr().out.count("vq: reusing") == 1
     # the key pins the codec and training code: a stage from edited code is not loaded
-    from unicorn.toyworld.pretrain import TEXT, VQ, load_vq_stage
+    from unicorn.toyworld.pretrain import ModelArch, load_vq_stage
 
     vq_dir = str(tmp_path / "a.work" / "vq")
     with open(os.path.join(vq_dir, "stage.json")) as f:
         key = json.load(f)["key"]
-    arch = VQArch(**{**VQ, "channel_multiplier": tuple(VQ["channel_multiplier"])}, projection_dim=TEXT["hidden_size"])
+    arch = ModelArch().vq_arch()
     assert load_vq_stage(vq_dir, key, arch) is not None
     edited = {**key, "code": {**key["code"], "unicorn.toyworld.model.vq_train": "0" * 64}}
     assert load_vq_stage(vq_dir, edited, arch) is None

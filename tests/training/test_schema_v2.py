@@ -2,6 +2,7 @@
 data sets still read, and one-line errors naming file, line and field."""
 import json
 
+import PIL.Image
 import pytest
 
 from unicorn.cpr.schema import (
@@ -9,7 +10,7 @@ from unicorn.cpr.schema import (
     TextRecord, read_manifest, read_records, record_from_dict, write_dataset,
 )
 from unicorn.models import load_model, load_tokenizer
-from unicorn.models.janus_chat import understanding_prompt
+from unicorn.models.janus_chat import expand_image_placeholders, format_chat, understanding_prompt
 from unicorn.training.data import IGNORE, DataConfig, SampleEncoder, VQCodeSource
 
 IMAGE = ImageRef(path="images/a.png")
@@ -20,6 +21,8 @@ def _one_of_each() -> list:
     return [
         T2IRecord(id="t", image=ImageRef(vq_codes=(1, 2, 3)), score=9, **meta),
         CaptionRecord(id="c", image=IMAGE, **meta),
+        CaptionRecord(id="q", image=IMAGE, instruction="How many circles are there?",
+                      followups=(("What colour is the circle?", "red"), ("Is there text?", "no")), **meta),
         JudgementRecord(id="j", image=IMAGE, reasoning="colours right.", score=8, **meta),
         ReflectionRecord(id="r", loser_image=IMAGE, winner_image=ImageRef(vq_codes=(4, 5)), loser_score=2,
                          winner_score=9, **meta),
@@ -113,6 +116,47 @@ def test_writing_a_bad_record_names_it():
     with pytest.raises(RecordError, match=r"record 'x': field 'provenance'"):
         write_dataset("/nonexistent-but-unreached", [TextRecord(id="x", category="c", prompt="p", instruction="i",
                                                                  response="r", provenance={"f": object()})])
+
+
+@pytest.mark.parametrize("followups, field", [
+    ([], "followups"),
+    ("red", "followups"),
+    ([["What colour?"]], "followups[0]"),
+    ([["What colour?", "red"], ["Is there text?", " "]], "followups[1]"),
+])
+def test_bad_followups_are_named(tmp_path, followups, field):
+    line = {**CaptionRecord(id="c", category="c", prompt="two", image=IMAGE).to_dict(), "followups": followups}
+    with pytest.raises(RecordError) as err:
+        record_from_dict(line)
+    assert f"field {field!r}" in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_caption_followups_supervise_every_answer_in_one_conversation(tiny_model, tmp_path):
+    janus = load_model(tiny_model)
+    tokenizer = load_tokenizer(tiny_model)
+    (tmp_path / "images").mkdir()
+    PIL.Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "images" / "a.png")
+    turns = [("How many circles are there?", "two"), ("What colour is the circle?", "red"), ("Is there text?", "no")]
+    record = CaptionRecord(id="q", category="counting", prompt=turns[0][1], image=IMAGE, instruction=turns[0][0],
+                           followups=tuple(turns[1:]))
+    encoder = SampleEncoder(tokenizer, janus.spec, str(tmp_path),
+                            VQCodeSource(janus.vqmodel, janus.image_processing, janus.spec))
+    sample = encoder.encode(record)
+    assert encoder.length(record) == len(sample) and sample.images == [str(tmp_path / "images" / "a.png")]
+    # the segment is the whole conversation as the chat format writes it (reference: format_chat of every turn)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": turns[0][0]}]},
+                {"role": "assistant", "content": turns[0][1]}]
+    for question, answer in turns[1:]:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    n = janus.spec.num_image_tokens
+    reference = expand_image_placeholders(format_chat(messages, add_generation_prompt=False), n)
+    assert tokenizer.decode(sample.tokens, skip_special_tokens=False) == tokenizer.decode(
+        tokenizer.encode(reference, add_bos=True), skip_special_tokens=False)
+    # every answer (with its end-of-sentence token) is a target; no question or image token is
+    targets = [t for t in sample.text_labels if t != IGNORE]
+    eos = janus.spec.eos_token_id
+    assert targets == [t for _, a in turns for t in tokenizer.encode(" " + a, add_bos=False) + [eos]]
+    assert sample.text_labels[-1] == IGNORE and sample.tokens[-1] == eos
 
 
 def test_text_records_train_on_the_response_only(tiny_model, tmp_path):

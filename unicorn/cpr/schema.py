@@ -172,15 +172,30 @@ class T2IRecord(CPRRecord):
 
 @dataclass(frozen=True)
 class CaptionRecord(CPRRecord):
+    """image (+ instruction) -> ``prompt``; ``followups``: further (question, answer) turns about the same image,
+    trained as one conversation (each answer supervised), so one image's tokens carry many answers."""
     image: ImageRef = None
     instruction: str | None = None
+    followups: tuple[tuple[str, str], ...] | None = None
     kind = "caption"
     _images = (("image", True),)
     _required_extra = ("image",)
 
+    def __post_init__(self):
+        if isinstance(self.followups, (list, tuple)):  # JSON gives lists: one in-memory form, equal after a round trip
+            turns = tuple(tuple(t) if isinstance(t, list) else t for t in self.followups)
+            object.__setattr__(self, "followups", turns)
+
     def validate(self):
         super().validate()
         _optional_str(self.instruction, "instruction")
+        if self.followups is not None:
+            _require(isinstance(self.followups, tuple) and len(self.followups) > 0, "followups",
+                     "must be a non-empty list of [question, answer] pairs or null")
+            for i, turn in enumerate(self.followups):
+                _require(isinstance(turn, tuple) and len(turn) == 2
+                         and all(isinstance(s, str) and s.strip() for s in turn),
+                         f"followups[{i}]", "must be [question, answer]: two non-empty strings")
         return self
 
 

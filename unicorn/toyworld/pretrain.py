@@ -45,6 +45,34 @@ VQ = dict(embed_dim=8, num_embeddings=512, latent_channels=32, base_channels=32,
 
 
 @dataclass(frozen=True)
+class ModelArch:
+    """The toy Janus' sizes: the text, vision and VQ parts of config.json (the writer's fields)."""
+    text: dict = field(default_factory=lambda: dict(TEXT))
+    vision: dict = field(default_factory=lambda: dict(VISION))
+    vq: dict = field(default_factory=lambda: dict(VQ))
+
+    @property
+    def grid(self) -> int:
+        """Image tokens per side, for understanding and generation alike (Janus uses one count for both)."""
+        return self.vision["image_size"] // self.vision["patch_size"]
+
+    def vq_arch(self) -> VQArch:
+        return VQArch(**{**self.vq, "channel_multiplier": tuple(self.vq["channel_multiplier"])},
+                      projection_dim=self.text["hidden_size"])
+
+
+# Named sizes (bench/toyworld/codec.py measures their codecs): the shipped model's, and two codecs with more capacity,
+# either 4x the tokens (a 16x16 grid: 4x downsampling, so the understanding encoder takes 4 px patches, as Janus uses
+# one token count for both) or 8x the codes at the shipped 8x8 grid.
+ARCHS = {
+    "shipped": ModelArch(),
+    "grid16": ModelArch(vision={**VISION, "patch_size": 4},
+                        vq={**VQ, "num_embeddings": 1024, "channel_multiplier": [1, 2, 2]}),
+    "grid8-4096": ModelArch(vq={**VQ, "num_embeddings": 4096, "embed_dim": 16}),
+}
+
+
+@dataclass(frozen=True)
 class LMTrainConfig:
     steps: int = 8000  # 4000 gave a judge no better than chance at ranking its own drawings (bench README)
     micro_batch: int = 4
@@ -61,6 +89,7 @@ class LMTrainConfig:
 @dataclass(frozen=True)
 class PretrainConfig:
     seed: int = 0
+    arch: ModelArch = field(default_factory=ModelArch)
     data: WorldDataConfig = field(default_factory=WorldDataConfig)
     vq: VQTrainConfig = field(default_factory=VQTrainConfig)
     lm: LMTrainConfig = field(default_factory=LMTrainConfig)
@@ -86,12 +115,15 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def write_initial_checkpoint(path: str, tokenizer, vq_state: dict[str, torch.Tensor], seed: int) -> None:
+def write_initial_checkpoint(path: str, tokenizer, vq_state: dict[str, torch.Tensor], seed: int,
+                             arch: ModelArch | None = None) -> None:
     """The trainer's starting point: random LM / vision / heads, our tokenizer, the trained VQ codec."""
     from safetensors.torch import load_file, save_file
 
+    arch = arch or ModelArch()
     # bf16 on disk keeps the shipped checkpoint small; the trainer loads and trains it in fp32 and exports bf16
-    write_random_janus_checkpoint(path, preset="tiny", text=TEXT, vision=VISION, vq=VQ, seed=seed, dtype=torch.bfloat16)
+    write_random_janus_checkpoint(path, preset="tiny", text=arch.text, vision=arch.vision, vq=arch.vq, seed=seed,
+                                  dtype=torch.bfloat16)
     tokenizer.save(os.path.join(path, "tokenizer.json"))  # same special ids 0..5 as the writer's own tokenizer
     weights = os.path.join(path, "model.safetensors")
     tensors = load_file(weights)
@@ -166,14 +198,14 @@ def pretrain(out: str, cfg: PretrainConfig, work_dir: str | None = None, log=pri
     start = t = time.perf_counter()
 
     corpus = corpus_texts(cfg.data) + template_texts()
-    tokenizer = train_world_tokenizer(corpus, TEXT["vocab_size"])
+    tokenizer = train_world_tokenizer(corpus, cfg.arch.text["vocab_size"])
     times["tokenizer_s"] = time.perf_counter() - t
     log(f"tokenizer: {tokenizer.get_vocab_size()} tokens from {len(corpus)} texts ({times['tokenizer_s']:.1f}s)")
 
     t = time.perf_counter()
-    vq_arch = VQArch(**{**VQ, "channel_multiplier": tuple(VQ["channel_multiplier"])}, projection_dim=TEXT["hidden_size"])
+    vq_arch = cfg.arch.vq_arch()
     vq_dir = os.path.join(work, "vq")
-    key = {"arch": VQ, "grid": VISION["image_size"] // VISION["patch_size"], "train": asdict(cfg.vq),
+    key = {"arch": cfg.arch.vq, "grid": cfg.arch.grid, "train": asdict(cfg.vq),
            "torch_threads": torch.get_num_threads(),
            # an edited codec or training loop must not reuse a codec trained by the old code
            "code": {m.__name__: file_sha256(m.__file__) for m in (vq_train, vq_model)}}
@@ -188,7 +220,7 @@ def pretrain(out: str, cfg: PretrainConfig, work_dir: str | None = None, log=pri
 
     t = time.perf_counter()
     init_dir = os.path.join(work, "init")
-    write_initial_checkpoint(init_dir, tokenizer, vq.state_dict(), cfg.seed)
+    write_initial_checkpoint(init_dir, tokenizer, vq.state_dict(), cfg.seed, cfg.arch)
     data_dir = os.path.join(work, "data")
     data_stats = build_world_dataset(data_dir, vq, cfg.data, log=log)
     times["data_s"] = time.perf_counter() - t

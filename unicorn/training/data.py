@@ -110,10 +110,17 @@ class SampleEncoder:
         if slots != self.spec.num_image_tokens * len(und_images):
             raise RecordError(f"field 'prompt': tokenizes to {slots} image slots, expected "
                               f"{self.spec.num_image_tokens * len(und_images)} (does the prompt contain image tags?)")
-        target_ids = [] if target is None else self.tokenizer.encode(" " + target.strip(), add_bos=False)
-        if target is not None:
-            target_ids.append(self.spec.eos_token_id)
+        target_ids = [] if target is None else self._reply_ids(target)
         return prompt_ids, target_ids, und_images, gen_image
+
+    def _reply_ids(self, text: str) -> list[int]:
+        """An assistant reply as trained: a leading space, then the end-of-sentence token."""
+        return self.tokenizer.encode(" " + text.strip(), add_bos=False) + [self.spec.eos_token_id]
+
+    def _followup_ids(self, r: CPRRecord) -> list[tuple[list[int], list[int]]]:
+        """(question turn ids, answer ids) per follow-up turn of a caption record's conversation."""
+        turns = getattr(r, "followups", None) or ()
+        return [(self.tokenizer.encode(formats.followup_prompt(q), add_bos=False), self._reply_ids(a)) for q, a in turns]
 
     def length(self, r: CPRRecord) -> int:
         """Segment length without loading images; also checks the record's images exist."""
@@ -126,7 +133,7 @@ class SampleEncoder:
         if gen_image is not None:
             self.codes.check(gen_image, "image" if r.kind == "t2i" else "winner_image")
             return len(prompt_ids) + self.spec.num_image_tokens
-        return len(prompt_ids) + len(target_ids)
+        return len(prompt_ids) + len(target_ids) + sum(len(q) + len(a) for q, a in self._followup_ids(r))
 
     def encode(self, r: CPRRecord, drop_prompt: bool = False) -> Sample:
         """``drop_prompt``: train this t2i sample on the content-free prompt (classifier-free guidance's unconditional
@@ -147,9 +154,13 @@ class SampleEncoder:
             # the <begin_of_image> position predicts the first code; the last code predicts nothing
             image_labels = [IGNORE] * (len(prompt_ids) - 1) + codes + [IGNORE]
         else:
-            tokens += target_ids
-            source += [TEXT] * len(target_ids)
-            text_labels = [IGNORE] * (len(prompt_ids) - 1) + target_ids + [IGNORE]
+            # each position predicts the next token where that token is part of a reply; questions are context
+            supervised = [False] * len(prompt_ids)
+            for question_ids, reply_ids in [([], target_ids), *self._followup_ids(r)]:
+                tokens += question_ids + reply_ids
+                supervised += [False] * len(question_ids) + [True] * len(reply_ids)
+            source += [TEXT] * (len(tokens) - len(source))
+            text_labels = [t if s else IGNORE for t, s in zip(tokens[1:], supervised[1:])] + [IGNORE]
             image_labels = [IGNORE] * len(tokens)
         return Sample(KIND_INDEX[r.kind], tokens, source, text_labels, image_labels, images)
 

@@ -29,6 +29,12 @@ def caption_prompt(num_image_tokens: int, instruction: str | None = None) -> str
     return expand_image_placeholders(format_chat(_image_question(instruction or CAPTION_INSTRUCTION)), num_image_tokens)
 
 
+def followup_prompt(question: str) -> str:
+    """The next user turn of an image conversation, after an assistant reply (that reply ends in the
+    end-of-sentence separator); tokenize without BOS."""
+    return format_chat([{"role": "user", "content": question}], system_prompt="")
+
+
 def judgement_prompt(prompt: str, num_image_tokens: int, instruction: str | None = None) -> str:
     text = instruction or JUDGE_INSTRUCTION.format(prompt=prompt)
     return expand_image_placeholders(format_chat(_image_question(text)), num_image_tokens)

@@ -74,7 +74,7 @@ def self_drawn_records(engine, cfg: SelfDrawnConfig, out_dir: str, seed: int, lo
                           "oracle": report.raw_score}
             records.append(judgement_record(f"{rid}-jud", item, ref, report, seed, provenance))
             q = rng.choice(item.questions)
-            records.append(question_record(f"{rid}-q{q.id}", item, q, ref, report, seed, provenance))
+            records.append(question_record(f"{rid}-q{q.id}", item, [q], ref, report, seed, provenance))
     return records, scores
 
 

@@ -10,14 +10,15 @@ from tokenizers import Tokenizer
 from unicorn.models.janus_chat import DEFAULT_SYSTEM_PROMPT
 from unicorn.models.janus_tiny import SPECIAL_NAMES, train_tokenizer
 from unicorn.models.tokenizer import DEFAULT_SPECIAL_TOKENS
+from unicorn.toyworld.roles import RATE_INSTRUCTION
 from unicorn.training import formats
-
 
 
 def template_texts(repeat: int = 1000) -> list[str]:
     """Fixed wording the model reads or writes around every sample (chat roles, instructions, digits), repeated
     so that BPE merges it into few tokens (it is in every sample; the system prompt alone is ~200 characters)."""
     return repeat * [DEFAULT_SYSTEM_PROMPT, formats.CAPTION_INSTRUCTION, formats.JUDGE_INSTRUCTION, formats.REFLECTION_INSTRUCTION,
+            RATE_INSTRUCTION,
             "<|User|>: <|Assistant|>:", " ".join(f"Score: {n}" for n in range(11)), "0 1 2 3 4 5 6 7 8 9 10"]
 
 
