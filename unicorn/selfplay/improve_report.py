@@ -175,6 +175,8 @@ def plot(report: dict, path: Path, log=print) -> bool:
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("round")
         ax.set_xticks(xs)
+    fig.suptitle("error bars: standard error over the evaluator's units (unpaired; paired deltas in report.md)",
+                 fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(".tmp-" + path.name)
     fig.savefig(tmp, format="png", dpi=100)
