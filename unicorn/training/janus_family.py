@@ -14,6 +14,7 @@ from unicorn.training.model import TrainingModel
 
 class JanusFamily:
     terms = KINDS
+    shown_terms = KINDS
     metrics_noun = "kind"
     state_prefix = "janus."
 
