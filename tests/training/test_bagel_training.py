@@ -126,15 +126,22 @@ def test_loss_terms_equal_the_reference(trainer, tiny_bagel, cpr_data):
         sums = trainer.backend.module(batch)
     ref = ReferenceBagel(tiny_bagel)
     tok = Tokenizer.from_file(os.path.join(tiny_bagel, "tokenizer.json"))
-    want = torch.zeros(2)
+    from unicorn.cpr.schema import KINDS
+    from unicorn.training.bagel_model import TERMS
+
+    want = torch.zeros(len(TERMS))
     for row, row_samples in zip(rows, samples):
         for kind, sample in zip(row, row_samples):
             ce, mse = _reference_sums(ref, tok, records[kind], sample)
-            want += torch.stack((ce, mse))
+            want[:2] += torch.stack((ce, mse))
+            want[TERMS.index(f"ce/{kind}")] += ce
+            want[TERMS.index(f"mse/{kind}")] += mse
             if kind == "reflection":
                 assert sample.vae_images[0].shape == (3, 32, 32) and sample.vit_images[0].shape == (3, 28, 28)
     torch.testing.assert_close(sums, want, rtol=1e-5, atol=1e-5)
     assert want[0] > 0 and want[1] > 0
+    assert all(want[TERMS.index(f"ce/{k}")] > 0 for k in ("caption", "judgement", "text"))
+    assert all(want[TERMS.index(f"mse/{k}")] > 0 for k in ("t2i", "reflection")) and len(KINDS) == 5
 
 
 def test_dropout_and_rope_follow_the_official_packer(trainer, cpr_data):
@@ -168,9 +175,9 @@ def test_training_learns_and_keeps_the_vae_frozen(tiny_bagel, cpr_data, tmp_path
     records = [r for r, _ in read_records(cpr_data, "stop", print, True)][:10]
     batch = enc.collate([[enc.encode(r, key=f"eval:{i}")] for i, r in enumerate(records)], SEQ)
 
-    def evaluate():
+    def evaluate():  # mean CE and MSE
         with torch.no_grad():
-            return trainer.backend.module(batch) / enc_counts
+            return trainer.backend.module(batch)[:2] / enc_counts[:2]
 
     from unicorn.training.bagel_data import term_counts
 
@@ -182,8 +189,11 @@ def test_training_learns_and_keeps_the_vae_frozen(tiny_bagel, cpr_data, tmp_path
     for k, v in vae.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert all(p.grad is None and not p.requires_grad for p in vae.parameters())
-    assert set(trainer.history[0]["loss_per_term"]) == {"ce", "mse"}
+    from unicorn.training.bagel_model import TERMS
+
+    assert {"ce", "mse"} <= set(trainer.history[0]["loss_per_term"]) <= set(TERMS)
     assert trainer.history[0]["tokens_per_term"]["mse"] > 0
+    assert trainer.history[0]["tokens_per_term"]["ce/t2i"] == 0  # t2i has no text target
 
 
 def test_resume_is_exact(tiny_bagel, cpr_data, tmp_path):
@@ -293,7 +303,8 @@ def test_cli_trains_bagel_end_to_end(tiny_bagel, tmp_path, capsys):
     assert rc == 0, captured.err
     assert "step 2/2 | loss" in captured.out and "(ce " in captured.out and "summary:" in captured.out
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
-    assert [r["step"] for r in rows] == [1, 2] and set(rows[0]["loss_per_term"]) == {"ce", "mse"}
+    assert [r["step"] for r in rows] == [1, 2] and {"ce", "mse", "ce/caption", "mse/t2i"} <= set(rows[0]["loss_per_term"])
+    assert "ce/caption" not in captured.out  # the progress line shows the two loss terms only
     assert os.path.exists(tmp_path / "exp" / "model.safetensors") and os.path.exists(tmp_path / "exp" / "ema.safetensors")
     # Janus' per-kind weights are refused in one line
     assert main(["train", "--model", tiny_bagel, "--data", data, "--out", str(tmp_path / "b"), "--steps", "1",
@@ -405,7 +416,8 @@ def test_the_step_gradient_follows_the_normalization(normalization, tiny_bagel, 
     batches = [twin.data.next_batch() for _ in range(2)]
     sums = [reference(b) for b in batches]
     counts = [term_counts(b).float().clamp(min=1) for b in batches]  # a term absent from a micro-step adds 0
-    w = torch.tensor([0.1, 1.0])
+    w = trainer.weights  # ce 0.1, mse 1.0; the per-kind split 0
+    assert w[:2].tolist() == pytest.approx([0.1, 1.0]) and not w[2:].any()
     if normalization == "step":
         loss = (w * (sums[0] + sums[1]) / sum(term_counts(b).float() for b in batches).clamp(min=1)).sum()
     else:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import PIL.Image
 import torch
 
-from unicorn.cpr.schema import CPRRecord, ImageRef, RecordError
+from unicorn.cpr.schema import KINDS, CPRRecord, ImageRef, RecordError
 from unicorn.models.bagel_flow import training_timestep
 from unicorn.models.bagel_image import to_tensor, vae_size, vit_size
 from unicorn.models.bagel_vit import flattened_positions, patchify
@@ -291,10 +291,13 @@ class BagelSampleEncoder:
 
 
 def term_counts(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[CE target tokens, MSE latent tokens] of a batch, float64."""
-    ce = (batch["text_labels"] != IGNORE).sum()
-    mse = (batch["source"] == VAE_NOISY).sum()
-    return torch.tensor([float(ce), float(mse)], dtype=torch.float64)
+    """[CE target tokens, MSE latent tokens, then both per CPR kind] of a batch (bagel_model.TERMS), float64."""
+    ce_at, mse_at = batch["text_labels"] != IGNORE, batch["source"] == VAE_NOISY
+    kinds = batch["label_kind"]
+    ce_kinds = torch.bincount(kinds[ce_at], minlength=len(KINDS)).double()
+    mse_kinds = torch.bincount(kinds[mse_at], minlength=len(KINDS)).double()
+    totals = torch.tensor([float(ce_at.sum()), float(mse_at.sum())], dtype=torch.float64)
+    return torch.cat((totals, ce_kinds, mse_kinds))
 
 
 def num_tokens(batch: dict[str, torch.Tensor]) -> float:

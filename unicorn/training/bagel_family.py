@@ -16,7 +16,7 @@ import torch
 from unicorn.models import load_model, load_tokenizer
 from unicorn.models.bagel_checkpoint import AE_FILE, EMA_FILE, weight_shards
 from unicorn.training.bagel_data import BagelSampleEncoder, DropoutConfig, num_tokens, term_counts
-from unicorn.training.bagel_model import TERMS, BagelTrainingModel
+from unicorn.training.bagel_model import LOSS_TERMS, TERMS, BagelTrainingModel
 from unicorn.training.config import ConfigError, TrainConfig
 from unicorn.training.data import DataConfig
 from unicorn.training.export import write_export
@@ -26,6 +26,7 @@ CONFIG_FILES = ("llm_config.json", "vit_config.json", "config.json")
 
 class BagelFamily:
     terms = TERMS
+    shown_terms = LOSS_TERMS  # the progress line; the metrics hold the per-kind split too
     metrics_noun = "term"
     state_prefix = "bagel."
     ema_beside_raw = True  # the official layout: model.safetensors (raw) and ema.safetensors (served)
@@ -45,7 +46,9 @@ class BagelFamily:
                                                    if "_moe_gen" in n)
 
     def weights(self) -> torch.Tensor:
-        return torch.tensor([self.cfg.ce_weight, self.cfg.mse_weight], dtype=torch.float32)
+        weights = torch.zeros(len(TERMS), dtype=torch.float32)  # the per-kind split is logged only
+        weights[0], weights[1] = self.cfg.ce_weight, self.cfg.mse_weight
+        return weights
 
     def build_data(self, rank: int, world_size: int, log):
         cfg = self.cfg

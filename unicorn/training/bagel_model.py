@@ -13,13 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unicorn.cpr.schema import KINDS
 from unicorn.models.bagel import BagelModel
 from unicorn.models.bagel_flow import noisy_latents
 from unicorn.training.bagel_data import PAD, TEXT, VAE_CLEAN, VAE_NOISY, VIT
 from unicorn.training.data import IGNORE
-from unicorn.training.loss import linear_cross_entropy
+from unicorn.training.loss import linear_cross_entropy, per_kind_sums
 
-TERMS = ("ce", "mse")
+LOSS_TERMS = ("ce", "mse")
+# The same sums split by CPR kind: logged, weighted 0 (the loss is the two terms above, as the official one).
+TERMS = LOSS_TERMS + tuple(f"ce/{k}" for k in KINDS) + tuple(f"mse/{k}" for k in KINDS)
 
 
 def bagel_attention_mask(segment: torch.Tensor, block: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
@@ -106,7 +109,8 @@ class BagelTrainingModel(nn.Module):
         return embeds, target, touch
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """-> [sum of CE over text targets, sum of per-token MSE over target latent tokens], fp32."""
+        """-> [sum of CE over text targets, sum of per-token MSE over target latent tokens, then both per CPR
+        kind] (TERMS), fp32."""
         bagel = self.bagel
         b, length = batch["source"].shape
         source = batch["source"].reshape(-1)
@@ -116,9 +120,11 @@ class BagelTrainingModel(nn.Module):
         positions = torch.where(source == PAD, torch.zeros_like(source), batch["positions"].reshape(-1))
         hidden = bagel.forward_with(embeds, positions, self._attend(mask, b), gen_rows, both_experts=True)
 
-        labels = batch["text_labels"].reshape(-1)
+        labels, kinds = batch["text_labels"].reshape(-1), batch["label_kind"].reshape(-1)
         text_at = labels != IGNORE
         ce = linear_cross_entropy(hidden[text_at], bagel.language_model.lm_head, labels[text_at], self.use_liger)
-        pred = bagel.velocity(hidden[source == VAE_NOISY]).float()  # called on every micro-batch, even on 0 rows
+        noisy_at = source == VAE_NOISY
+        pred = bagel.velocity(hidden[noisy_at]).float()  # called on every micro-batch, even on 0 rows
         mse = (pred - target.float()).pow(2).mean(dim=-1)
-        return torch.stack((ce.sum(), mse.sum())) + touch.float()
+        per_kind = (per_kind_sums(ce, kinds[text_at], len(KINDS)), per_kind_sums(mse, kinds[noisy_at], len(KINDS)))
+        return torch.cat((torch.stack((ce.sum(), mse.sum())), *per_kind)) + touch.float()

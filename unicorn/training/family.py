@@ -5,6 +5,7 @@ A family loads its model for training, builds its data stream, and names the los
 whole step (loss.py), so the loop, the backends and the checkpoints are the same for every family:
 
     terms                  names of the M summed terms (Janus: one per CPR kind; BAGEL: ce, mse)
+    shown_terms            the terms the progress line prints
     metrics_noun           "kind" or "term": the metrics' keys (loss_per_kind, tokens_per_kind, ...)
     module                 the training module (parallelize.py applies freezing, checkpointing, FSDP2 to it)
     num_params             parameters in it; active_params: those one token runs through (MFU)

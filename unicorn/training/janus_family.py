@@ -14,6 +14,7 @@ from unicorn.training.model import TrainingModel
 
 class JanusFamily:
     terms = KINDS
+    shown_terms = KINDS
     metrics_noun = "kind"
     state_prefix = "janus."
     ema_beside_raw = False  # one set of weights: an exported EMA replaces the raw ones

@@ -181,7 +181,8 @@ class Trainer:
         return row
 
     def _progress(self, row: dict) -> str:
-        kinds = " ".join(f"{SHORT.get(k, k)} {v:.3f}" for k, v in row[f"loss_per_{self.noun}"].items())
+        kinds = " ".join(f"{SHORT.get(k, k)} {v:.3f}" for k, v in row[f"loss_per_{self.noun}"].items()
+                         if k in self.family.shown_terms)
         line = (f"step {row['step']}/{self.cfg.steps} | loss {row['loss']:.4f} ({kinds}) | lr {row['lr']:.2e} | "
                 f"gnorm {row['grad_norm']:.3f} | {row['tokens_per_s']:.0f} tok/s")
         return line + (f" | mfu {100 * row['mfu']:.1f}%" if "mfu" in row else "")
