@@ -202,3 +202,11 @@ def test_the_trainer_reads_a_version_1_data_set(tiny_model, cpr_data, tmp_path):
         encoder = SampleEncoder(load_tokenizer(tiny_model), janus.spec, data, codes)
         batches.append(DataConfig(data, seq_len=512, micro_batch=2).build(encoder, janus.image_processing).next_batch())
     assert all(torch.equal(batches[0][k], batches[1][k]) for k in batches[0])
+
+
+def test_every_kind_round_trips_through_parquet_shards(tmp_path):
+    """The fixed Arrow schema holds every field of every kind, caption follow-ups included."""
+    records = _one_of_each()
+    write_dataset(str(tmp_path), records, shard_format="parquet")
+    assert sorted(read_records(str(tmp_path)), key=lambda r: r.id) == sorted(records, key=lambda r: r.id)
+    assert any(r.followups for r in read_records(str(tmp_path)) if r.kind == "caption")

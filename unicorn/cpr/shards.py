@@ -41,6 +41,8 @@ def arrow_schema():
                 continue
             if f.type in ("ImageRef", ImageRef):
                 types[f.name] = image
+            elif "tuple[tuple[str, str]" in str(f.type):  # caption follow-ups: [question, answer] pairs
+                types[f.name] = pa.list_(pa.list_(pa.string()))
             elif "int" in str(f.type):
                 types[f.name] = pa.int64()
             else:
