@@ -125,7 +125,7 @@ def test_a_kill_between_the_shard_rename_and_its_sidecar(tmp_path, monkeypatch):
     _records(0, str(out))
     for p in (tmp_path / "ref" / "images").iterdir():
         (out / "images" / p.name).write_bytes(p.read_bytes())
-    real = shards_mod._atomic_write
+    real = shards_mod.atomic_write
     calls = []
 
     def dies_on_second_sidecar(path, data):
@@ -135,10 +135,10 @@ def test_a_kill_between_the_shard_rename_and_its_sidecar(tmp_path, monkeypatch):
             raise _Crash
         real(path, data)
 
-    monkeypatch.setattr(shards_mod, "_atomic_write", dies_on_second_sidecar)
+    monkeypatch.setattr(shards_mod, "atomic_write", dies_on_second_sidecar)
     with pytest.raises(_Crash):
         _build(out, records)
-    monkeypatch.setattr(shards_mod, "_atomic_write", real)
+    monkeypatch.setattr(shards_mod, "atomic_write", real)
     assert len(list(out.glob("data-*.parquet"))) == 2  # two shards renamed, one committed
     _build(out, records)
     assert _files(out) == _files(tmp_path / "ref")

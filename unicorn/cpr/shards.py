@@ -59,7 +59,8 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
+    """Writes ``path`` whole or not at all (a temp file in the same directory, then a rename)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -147,7 +148,7 @@ class _Stream:
         os.replace(path, final)
         side = {"name": name, "stream": self.name, "sha256": sha256_file(final), "num_records": self.open_count,
                 "last_id": self.last_id, "images": dict(sorted(self.images.items()))}
-        _atomic_write(os.path.join(self.owner.progress_dir, name + ".json"),
+        atomic_write(os.path.join(self.owner.progress_dir, name + ".json"),
                       (json.dumps(side, sort_keys=True) + "\n").encode())
         self.committed.append(side)
         self.tmp, self.rows, self.images, self.open_count, self.last_id = None, [], {}, 0, None
@@ -182,7 +183,7 @@ class DatasetWriter:
             resuming = False
         os.makedirs(self.progress_dir, exist_ok=True)
         if not resuming:
-            _atomic_write(key_file, build_key.encode())
+            atomic_write(key_file, build_key.encode())
         for entry in os.listdir(self.data_dir):
             if entry.startswith(".tmp-"):
                 os.unlink(os.path.join(self.data_dir, entry))
@@ -270,7 +271,7 @@ class DatasetWriter:
                             shard_records={s["name"]: s["num_records"] for s in sides},
                             image_sha256=dict(sorted(images.items())), files=files)
         # counts hold every record offered, committed by an earlier run or not: a resumed producer replays them all
-        _atomic_write(os.path.join(self.data_dir, MANIFEST), (json.dumps(manifest.to_dict(), indent=2) + "\n").encode())
+        atomic_write(os.path.join(self.data_dir, MANIFEST), (json.dumps(manifest.to_dict(), indent=2) + "\n").encode())
         shutil.rmtree(self.progress_dir, ignore_errors=True)
         return manifest
 

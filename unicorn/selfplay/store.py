@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from unicorn.cpr.shards import atomic_write
 
 RUN_FORMAT = "unicorn-selfplay"
 RUN_VERSION = 1
@@ -28,15 +29,7 @@ class RunDirError(ValueError):
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(str(path), data)
 
 
 def atomic_write_json(path: Path, obj) -> None:
