@@ -53,3 +53,12 @@ def run_two_procs(**cfg_kwargs) -> list[dict]:
 def losses(history) -> list[dict]:
     """Per step: the loss of each term (Janus: per CPR kind; BAGEL: ce, mse) and the weighted total."""
     return [r.get("loss_per_kind", r.get("loss_per_term")) | {"loss": r["loss"]} for r in history]
+
+
+def assert_histories_close(a: list[dict], b: list[dict], rtol: float) -> None:
+    """Two runs' per-step metrics agree key by key within ``rtol`` (relative to the first run's value)."""
+    assert len(a) == len(b)
+    for step_a, step_b in zip(a, b):
+        assert step_a.keys() == step_b.keys()
+        for k in step_a:
+            assert abs(step_a[k] - step_b[k]) <= rtol * abs(step_a[k]), (k, step_a[k], step_b[k])

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from helpers import losses, make_config
+from helpers import assert_histories_close, losses, make_config
 from unicorn.cpr.schema import read_records
 from unicorn.training import formats
 from unicorn.training.trainer import Trainer
@@ -327,11 +327,7 @@ def single_bagel_run(tiny_bagel, cpr_data, tmp_path_factory):
 
 
 def _close(a, b):
-    assert len(a) == len(b)
-    for step_a, step_b in zip(a, b):
-        assert step_a.keys() == step_b.keys()
-        for k in step_a:
-            assert abs(step_a[k] - step_b[k]) <= RTOL * abs(step_a[k]), (k, step_a[k], step_b[k])
+    assert_histories_close(a, b, RTOL)
 
 
 def test_fsdp2_matches_single(single_bagel_run, tiny_bagel, cpr_data, tmp_path):

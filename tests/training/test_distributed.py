@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from helpers import losses, make_config, run_two_procs
+from helpers import assert_histories_close, losses, make_config, run_two_procs
 from unicorn.training.trainer import Trainer
 
 RTOL = 1e-5
@@ -41,11 +41,7 @@ def _same_weights(a: str, b: str, atol: float = EMA_ATOL):
 
 
 def _close(a, b):
-    assert len(a) == len(b)
-    for step_a, step_b in zip(a, b):
-        assert step_a.keys() == step_b.keys()
-        for k in step_a:
-            assert abs(step_a[k] - step_b[k]) <= RTOL * abs(step_a[k]), (k, step_a[k], step_b[k])
+    assert_histories_close(a, b, RTOL)
 
 
 def test_fsdp2_matches_single(single_run, tiny_model, cpr_data, tmp_path):

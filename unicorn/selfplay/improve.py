@@ -29,7 +29,7 @@ from pathlib import Path
 
 from unicorn.cpr.schema import KINDS
 from unicorn.selfplay.evaluation import check_result, compare, load_evaluator
-from unicorn.selfplay.store import RunDirError, atomic_write_json, model_digest
+from unicorn.selfplay.store import RunDirError, atomic_write_json, check_same_run, model_digest
 
 IMPROVE_FORMAT = "unicorn-improve"
 IMPROVE_VERSION = 1
@@ -94,17 +94,7 @@ def open_out(out: Path, identity: dict) -> bool:
     """Creates the run or checks that ``out`` holds this same one (True when resuming); one-line refusal otherwise."""
     file = out / "improve.json"
     if file.exists():
-        try:
-            found = json.loads(file.read_text())
-        except json.JSONDecodeError as err:
-            raise RunDirError(f"{file}: not valid JSON ({err.msg})") from None
-        if found.get("format") != IMPROVE_FORMAT:
-            raise RunDirError(f"{file}: not a unicorn improve run")
-        old = found.get("config", {})
-        for key in sorted(set(old) | set(identity)):
-            if old.get(key) != identity.get(key):
-                raise RunDirError(f"{out} holds another improve run (its {key} is {old.get(key)!r}, this one's "
-                                  f"{identity.get(key)!r}): choose another --out")
+        check_same_run(file, IMPROVE_FORMAT, "improve run", identity)
         return True
     if out.exists() and any(out.iterdir()):
         raise RunDirError(f"{out} is not empty and holds no improve.json: choose another --out")

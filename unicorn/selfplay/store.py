@@ -23,6 +23,22 @@ RUN_FORMAT = "unicorn-selfplay"
 RUN_VERSION = 1
 
 
+def check_same_run(file: Path, fmt: str, what: str, config: dict) -> None:
+    """``file`` (a run's JSON record) was written by a ``what`` of format ``fmt`` with this same ``config``; else a
+    one-line RunDirError naming the file or the first differing key."""
+    try:
+        found = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{file}: not valid JSON ({err.msg})") from None
+    if found.get("format") != fmt:
+        raise RunDirError(f"{file}: not a unicorn {what}")
+    old = found.get("config", {})
+    for key in sorted(set(old) | set(config)):
+        if old.get(key) != config.get(key):
+            raise RunDirError(f"{file.parent} holds another {what} (its {key} is {old.get(key)!r}, this one's "
+                              f"{config.get(key)!r}): choose another --out")
+
+
 class RunDirError(ValueError):
     """An --out directory that holds something else, or another run's data."""
 
@@ -99,17 +115,7 @@ class RunDir:
         temp files of a killed run are removed (``clean``: by the one worker that opens the run first)."""
         run_file = self.root / "run.json"
         if run_file.exists():
-            try:
-                found = json.loads(run_file.read_text())
-            except json.JSONDecodeError as err:
-                raise RunDirError(f"{run_file}: not valid JSON ({err.msg})") from None
-            if found.get("format") != RUN_FORMAT:
-                raise RunDirError(f"{run_file}: not a unicorn self-play run")
-            old = found.get("config", {})
-            for key in sorted(set(old) | set(config)):
-                if old.get(key) != config.get(key):
-                    raise RunDirError(f"{self.root} holds another run (its {key} is {old.get(key)!r}, this one's "
-                                      f"{config.get(key)!r}): choose another --out")
+            check_same_run(run_file, RUN_FORMAT, "self-play run", config)
             if clean:
                 for tmp in self.root.rglob(".tmp-*"):
                     tmp.unlink()
