@@ -75,7 +75,10 @@ def main() -> None:
     start = time.perf_counter()
     if args.codec:
         vq = VQModel(arch.vq_arch(), grid=arch.grid)
-        vq.load_state_dict(load_file(args.codec))
+        try:
+            vq.load_state_dict(load_file(args.codec))
+        except (OSError, RuntimeError) as err:  # missing file, or a codec of another --arch
+            p.error(f"--codec {args.codec}: not a {args.arch} codec ({str(err).splitlines()[0]})")
         vq.eval()
         train_s = None
     else:
