@@ -46,7 +46,7 @@ class ImageDecoder:
     """Decodes batches of image codes, on a worker thread (``overlap=True``) or inline.
 
     Args:
-        decode: codes [N, num_image_tokens] -> pixels [N, 3, H, W] (the model runner's ``decode_images``).
+        decode: codes [N, num_generated_image_tokens] -> pixels [N, 3, H, W] (the model runner's ``decode_images``).
         overlap: decode on a worker thread while the caller goes on; False decodes inside :meth:`submit`.
         num_threads: torch intra-op threads of the worker (per thread in torch's OpenMP build); None keeps
             torch's default. Ignored inline.
@@ -76,7 +76,7 @@ class ImageDecoder:
         return self._pending
 
     def submit(self, jobs: list[tuple[Hashable, torch.Tensor]]) -> None:
-        """Queues one batch: ``(key, codes [n_i, num_image_tokens])`` per request, decoded together."""
+        """Queues one batch: ``(key, codes [n_i, num_generated_image_tokens])`` per request, decoded together."""
         if not jobs:
             return
         if self._closed:

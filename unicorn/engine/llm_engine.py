@@ -366,16 +366,16 @@ class Engine:
             return self._submit_flow(prompt, params, priority)
         try:
             ids = self.prompts.image(prompt)
-            if len(ids) + self.spec.num_image_tokens > self.max_model_len:
+            if len(ids) + self.spec.num_generated_image_tokens > self.max_model_len:
                 raise RequestError(
-                    f"prompt has {len(ids)} tokens; with {self.spec.num_image_tokens} image tokens that exceeds "
+                    f"prompt has {len(ids)} tokens; with {self.spec.num_generated_image_tokens} image tokens that exceeds "
                     f"the context of {self.max_model_len} tokens"
                 )
             rows = [Sequence(ids, output_kind="image")]
             if params.uses_cfg:  # at scale 1 the guided logits are the conditional ones
                 rows.append(Sequence(self.prompts.unconditional(ids), is_uncond=True, output_kind="image"))
             seed = self._seed(params.seed if params.seeds is None else params.seeds[0])  # a list: per image
-            request = Request(RequestKind.IMAGE, params, seed, rows, self.spec.num_image_tokens,
+            request = Request(RequestKind.IMAGE, params, seed, rows, self.spec.num_generated_image_tokens,
                               priority=priority)
             self._check_fits(request)
         except RequestError as err:

@@ -282,7 +282,7 @@ class ModelRunner:
 
     @_under_kernel_choice
     def decode_images(self, image_tokens: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-        """VQ-decodes [N, num_image_tokens] codes to pixels, a few images at a time (full-resolution
+        """VQ-decodes [N, num_generated_image_tokens] codes to pixels, a few images at a time (full-resolution
         activations of many images at once cost more in memory traffic than they save)."""
         with torch.inference_mode():
             if not isinstance(image_tokens, torch.Tensor):  # a flow request's final latents (FlowLatents)

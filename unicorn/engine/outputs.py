@@ -45,7 +45,7 @@ class TextOutput:
 
 @dataclass
 class ImageOutput:
-    """One image request's result: ``n`` PIL images, their codebook ids ([n, num_image_tokens]) and
+    """One image request's result: ``n`` PIL images, their codebook ids ([n, num_generated_image_tokens]) and
     ``pixel_values``, the decoder's float pixels [n, 3, H, W] (its normalized range, about [-1, 1], on the
     engine's device), which a text request takes as an image part as they are (no uint8 round trip).
 

@@ -40,7 +40,7 @@ class JanusModel(nn.Module):
         text, vision, vq = arch.text, arch.vision, arch.vq
         self.vision_model = VisionModel(vision)
         self.aligner = MLPAligner(vision.hidden_size, vision.projection_dim, vision.depth, vision.hidden_act)
-        self.vqmodel = VQModel(vq, grid=vision.grid)
+        self.vqmodel = VQModel(vq, grid=arch.generation_grid)
         self.generation_embeddings = nn.Embedding(vq.num_embeddings, vq.embed_dim)
         self.generation_aligner = MLPAligner(vq.embed_dim, vq.projection_dim, vq.num_hidden_layers, vq.hidden_act)
         self.generation_head = GenerationHead(
@@ -60,6 +60,7 @@ class JanusModel(nn.Module):
             image_vocab_size=vq.num_embeddings,
             max_position_embeddings=text.max_position_embeddings,
             num_image_tokens=vision.num_image_tokens,
+            num_generated_image_tokens=arch.generation_grid**2,
             image_size=vision.image_size,
             dtype=dtype,
             **vars(special_ids),
@@ -114,7 +115,7 @@ class JanusModel(nn.Module):
 
     # ---- image codec --------------------------------------------------------------------------------------
     def decode_image_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        """VQ ids [B, num_image_tokens] -> float pixels [B, 3, S, S] in the normalized space (about [-1, 1])."""
+        """VQ ids [B, num_generated_image_tokens] -> float pixels [B, 3, S, S] in the normalized space (about [-1, 1])."""
         return self.vqmodel.decode(ids)
 
     def encode_pixels_to_tokens(self, pixel_values: torch.Tensor, l2_normalized: bool = True) -> torch.Tensor:

@@ -80,6 +80,7 @@ class VQArch:
     hidden_act: str = "gelu"
     image_token_embed_dim: int = 2048  # generation head input width (= text hidden)
     head_inner_dim: int | None = None  # generation head inner width; transformers ties it to projection_dim
+    num_patches: int | None = None  # codes per side of a drawn image (transformers' field); None: the vision grid
 
     def __post_init__(self):
         object.__setattr__(self, "channel_multiplier", tuple(self.channel_multiplier))
@@ -97,6 +98,11 @@ class JanusArch:
     vq: VQArch
     tie_word_embeddings: bool = True
     extra: dict = field(default_factory=dict)
+
+    @property
+    def generation_grid(self) -> int:
+        """Codes per side of a drawn image: vq_config.num_patches, else the understanding grid (as in Janus-Pro)."""
+        return self.vq.num_patches or self.vision.grid
 
     def __post_init__(self):
         hidden = self.text.hidden_size

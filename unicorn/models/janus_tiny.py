@@ -98,9 +98,10 @@ def janus_hf_config(preset: str = "tiny", *, text=None, vision=None, vq=None, sp
     vision_cfg = {**p["vision"], **(vision or {}), "model_type": "janus_vision_model", "hidden_act": "gelu", "depth": 2}
     vision_cfg["projection_dim"] = text_cfg["hidden_size"]
     vision_cfg["num_image_tokens"] = (vision_cfg["image_size"] // vision_cfg["patch_size"]) ** 2
-    vq_cfg = {**p["vq"], **(vq or {}), "model_type": "janus_vqgan", "hidden_act": "gelu", "num_hidden_layers": 2,
-              "projection_dim": text_cfg["hidden_size"], "image_token_embed_dim": text_cfg["hidden_size"],
-              "num_patches": vision_cfg["image_size"] // vision_cfg["patch_size"]}
+    # num_patches: codes per side of a drawn image; the understanding grid unless ``vq`` sets it
+    vq_cfg = {"num_patches": vision_cfg["image_size"] // vision_cfg["patch_size"], **p["vq"], **(vq or {}),
+              "model_type": "janus_vqgan", "hidden_act": "gelu", "num_hidden_layers": 2,
+              "projection_dim": text_cfg["hidden_size"], "image_token_embed_dim": text_cfg["hidden_size"]}
     return {
         "architectures": ["JanusForConditionalGeneration"],
         "model_type": "janus",

@@ -49,7 +49,7 @@ class ModelSpec:
     text_vocab_size: int
     image_vocab_size: int
     max_position_embeddings: int
-    num_image_tokens: int
+    num_image_tokens: int  # understanding features per image
     image_size: int
     bos_token_id: int | None
     eos_token_id: int | None
@@ -58,10 +58,14 @@ class ModelSpec:
     boi_token_id: int | None
     eoi_token_id: int | None
     dtype: torch.dtype
+    # codes per drawn image; 0: the same as num_image_tokens (Janus-Pro uses one count for both, transformers too)
+    num_generated_image_tokens: int = 0
 
     def __post_init__(self):
         assert self.num_heads % self.num_kv_heads == 0, (self.num_heads, self.num_kv_heads)
         assert self.num_layers > 0 and self.head_dim > 0 and self.num_image_tokens > 0
+        if not self.num_generated_image_tokens:
+            object.__setattr__(self, "num_generated_image_tokens", self.num_image_tokens)
 
     def content_free(self, ids: list[int]) -> list[int]:
         """The unconditional prompt of classifier-free guidance: every id but BOS and <begin_of_image> becomes pad (as

@@ -192,7 +192,7 @@ class VectorQuantizer(nn.Module):
 class VQModel(nn.Module):
     def __init__(self, arch: VQArch, grid: int):
         super().__init__()
-        self.grid = grid  # latent side length the decoder expects (vision image_size // patch_size)
+        self.grid = grid  # latent side length the decoder expects (JanusArch.generation_grid)
         self.encoder = Encoder(arch)
         self.quantize = VectorQuantizer(arch)
         self.quant_conv = nn.Conv2d(arch.latent_channels, arch.embed_dim, 1)

@@ -57,7 +57,7 @@ class VQCodeSource:
             if self.vqmodel is None:
                 raise RecordError(f"field {name + '.vq_codes'!r}: required (no VQ encoder available)")
             return
-        n, vocab = self.spec.num_image_tokens, self.spec.image_vocab_size
+        n, vocab = self.spec.num_generated_image_tokens, self.spec.image_vocab_size
         if len(ref.vq_codes) != n:
             raise RecordError(f"field {name + '.vq_codes'!r}: has {len(ref.vq_codes)} codes, the model uses {n}")
         if max(ref.vq_codes) >= vocab:
@@ -132,7 +132,7 @@ class SampleEncoder:
                 raise RecordError(f"field {name + '.path'!r}: {os.path.join(self.data_dir, ref.path)} does not exist")
         if gen_image is not None:
             self.codes.check(gen_image, "image" if r.kind == "t2i" else "winner_image")
-            return len(prompt_ids) + self.spec.num_image_tokens
+            return len(prompt_ids) + self.spec.num_generated_image_tokens
         return len(prompt_ids) + len(target_ids) + sum(len(q) + len(a) for q, a in self._followup_ids(r))
 
     def collate(self, rows: list[list[Sample]], seq_len: int) -> dict[str, torch.Tensor]:
