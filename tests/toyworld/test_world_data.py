@@ -8,7 +8,7 @@ import torch
 from unicorn.cpr.schema import read_records
 from unicorn.models.vq import VQModel
 from unicorn.toyworld.model.data import (
-    LOSER_VARIANTS, WorldDataConfig, build_world_dataset, make_item, vq_codes, vq_roundtrip,
+    LOSER_VARIANTS, WorldDataConfig, build_world_dataset, make_item, mixed_codes, vq_codes, vq_decode, vq_roundtrip,
 )
 from unicorn.toyworld.oracle import judge
 from unicorn.toyworld.pretrain import ModelArch
@@ -103,3 +103,30 @@ def test_reflection_records_edit_a_worse_image_into_the_clean_render(world_data)
         loser = np.asarray(PIL.Image.open(tmp_path / r.loser_image.path).convert("RGB"))
         assert r.provenance["loser_oracle_score"] == judge(item.scene, loser, item.questions).score
         assert r.winner_score == judge(item.scene, item.rgb, item.questions).score >= r.loser_score
+
+
+def test_mixed_codes_keep_most_of_the_render_and_take_a_block_from_the_donor():
+    import random
+
+    side = 16
+    clean, donor = list(range(side * side)), [1000 + k for k in range(side * side)]
+    changed, with_block = [], 0
+    for seed in range(50):
+        mixed = mixed_codes(clean, donor, random.Random(seed))
+        assert mixed == mixed_codes(clean, donor, random.Random(seed)) and len(mixed) == side * side
+        with_block += sum(mixed[k] == donor[k] for k in range(len(mixed))) >= (side // 5) ** 2 // 2
+        assert all(c in clean or c in donor for c in mixed)
+        changed.append(sum(a != b for a, b in zip(mixed, clean)) / len(clean))
+    assert 0.05 < np.mean(changed) < 0.5 and max(changed) < 0.7  # half-right drawings, not other scenes
+    assert 30 <= with_block < 50  # most take a block of the donor at its own place
+
+
+def test_mixed_images_are_decoded_mixtures_labelled_by_the_oracle(world_data):
+    cfg, tmp_path, vq, records = world_data
+    mixed = [r for r in records if r.kind == "judgement" and r.provenance["variant"] == "vq_mixed"]
+    assert mixed
+    for r in mixed:
+        item = _item_of(r, cfg)
+        image = np.asarray(PIL.Image.open(tmp_path / r.image.path).convert("RGB"))
+        assert r.score == judge(item.scene, image, item.questions).score
+        assert not np.array_equal(image, item.rgb)  # a decoded mixture, not the render

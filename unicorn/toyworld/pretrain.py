@@ -53,21 +53,23 @@ class ModelArch:
 
     @property
     def grid(self) -> int:
-        """Image tokens per side, for understanding and generation alike (Janus uses one count for both)."""
-        return self.vision["image_size"] // self.vision["patch_size"]
+        """Codes per side of a drawn image (the VQ's ``num_patches``; else the understanding grid, as in Janus-Pro)."""
+        return self.vq.get("num_patches") or self.vision["image_size"] // self.vision["patch_size"]
 
     def vq_arch(self) -> VQArch:
         return VQArch(**{**self.vq, "channel_multiplier": tuple(self.vq["channel_multiplier"])},
                       projection_dim=self.text["hidden_size"])
 
 
-# Named sizes (bench/toyworld/codec.py measures their codecs): the shipped model's, and two codecs with more capacity,
-# either 4x the tokens (a 16x16 grid: 4x downsampling, so the understanding encoder takes 4 px patches, as Janus uses
-# one token count for both) or 8x the codes at the shipped 8x8 grid.
+# Named sizes (bench/toyworld/codec.py measures their codecs): the shipped model's, and codecs with more capacity:
+# 4x the tokens (a 16x16 grid: 4x downsampling; "grid16" also gives understanding 4 px patches, one count for both
+# as in Janus-Pro, while "draw16" keeps understanding at 8x8 = 64 features and draws 256 codes), or 8x the codes at
+# the shipped 8x8 grid. grid16 and draw16 have the same codec.
+GRID16_VQ = {**VQ, "num_embeddings": 1024, "channel_multiplier": [1, 2, 2]}
 ARCHS = {
     "shipped": ModelArch(),
-    "grid16": ModelArch(vision={**VISION, "patch_size": 4},
-                        vq={**VQ, "num_embeddings": 1024, "channel_multiplier": [1, 2, 2]}),
+    "grid16": ModelArch(vision={**VISION, "patch_size": 4}, vq=GRID16_VQ),
+    "draw16": ModelArch(vq={**GRID16_VQ, "num_patches": 16}),
     "grid8-4096": ModelArch(vq={**VQ, "num_embeddings": 4096, "embed_dim": 16}),
 }
 

@@ -39,7 +39,7 @@ TWO_TONE_SCENES = {"day": ("sky blue", "sand"), "night": ("navy", "charcoal")}  
 HORIZON = 0.6  # fraction of the height where the sky ends and the ground begins
 
 TEXT_BANDS = ("top", "middle", "bottom")
-TEXT_BAND_CENTRE = {"top": 1 / 6, "middle": 1 / 2, "bottom": 5 / 6}  # fraction of the height
+TEXT_BAND_CENTRE = {"top": 0.2, "middle": 0.5, "bottom": 0.8}  # fraction of the height (3-px glyphs keep 2 px off the edge)
 # Text prompts write real words half the time ("the word 'CAT'"), random letters otherwise.
 WORDS = ("CAT", "DOG", "SUN", "SKY", "BOX", "TOY", "RUN", "ZIP", "HI", "OK", "GO", "UP", "NO", "YES", "MAP", "JAM")
 SPATIAL_RELATIONS = ("left of", "right of", "above", "below")

@@ -10,13 +10,15 @@ evaluation ``val`` or ``test``, whose prompt combinations no train scene contain
     rating      "rate this prompt for category X" -> valid? follows the rule? constraints, ``Score: N`` (kind text;
                 the scene's own prompt, another category's, or a garbled one the world cannot draw: labels by
                 construction, constraints = the number of the scene's questions)
-    reflection  a wrong or degraded image of the scene -> VQ codes of its clean render (kind reflection: the edit a
-                loser -> winner sample asks for)
+    reflection  a wrong, degraded or mixed image of the scene -> VQ codes of its clean render (kind reflection: the
+                edit a loser -> winner sample asks for)
     t2i         prompt -> VQ codes of the render (a quarter degraded); the trainer drops some prompts for CFG
 
 Judged and questioned images are varied so that answers depend on the pixels: the clean render, generator-like
 degradations, deliberately wrong scenes (``corrupt.mutate``), another scene's render, VQ round trips (which look like
-the model's own drawings) and blanks. The model thus gets far more understanding than drawing data, on purpose.
+the model's own drawings), mixed codes (the render's codes with a block from a wrong or other scene's codes and some
+codes scattered from elsewhere in the image, decoded: what a half-right drawing looks like, scored by the oracle) and
+blanks.
 """
 from __future__ import annotations
 
@@ -44,9 +46,10 @@ from unicorn.toyworld.roles import (
 from unicorn.toyworld.sampler import sample_scene
 from unicorn.toyworld.scene import CATEGORIES, PLAIN_BACKGROUNDS, Scene
 
-VARIANTS = ("clean", "degraded", "wrong", "wrong_degraded", "other", "vq", "vq_wrong", "blank")
-LOSER_VARIANTS = ("wrong", "wrong_degraded", "vq_wrong", "degraded")  # reflection sources: a visibly worse drawing
-VARIANT_WEIGHTS = (2, 2, 4, 2, 2, 2, 2, 2)
+VARIANTS = ("clean", "degraded", "wrong", "wrong_degraded", "other", "vq", "vq_wrong", "blank", "vq_mixed")
+# reflection sources: a visibly worse drawing
+LOSER_VARIANTS = ("wrong", "wrong_degraded", "vq_wrong", "degraded", "vq_mixed")
+VARIANT_WEIGHTS = (2, 2, 4, 2, 2, 2, 2, 1, 6)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,23 @@ def vq_codes(vq, rgbs: list[np.ndarray], batch_size: int = 64) -> list[list[int]
     return [by_digest[d] for d in digests]
 
 
+def mixed_codes(clean: list[int], donor: list[int], rng: random.Random) -> list[int]:
+    """A half-right drawing in code space: the clean render's codes with (mostly) a rectangle of a wrong or other
+    scene's codes at the same place, and a few positions taking codes from elsewhere in the same image."""
+    side = int(round(len(clean) ** 0.5))
+    out = list(clean)
+    if rng.random() < 0.8:
+        h, w = rng.randint(side // 5, side * 2 // 3), rng.randint(side // 5, side * 2 // 3)
+        top, left = rng.randint(0, side - h), rng.randint(0, side - w)
+        for y in range(top, top + h):
+            out[y * side + left: y * side + left + w] = donor[y * side + left: y * side + left + w]
+    rate = rng.uniform(0.0, 0.15)
+    for k in range(len(out)):
+        if rng.random() < rate:
+            out[k] = out[rng.randrange(len(out))]
+    return out
+
+
 def vq_decode(vq, codes: list[list[int]], batch_size: int = 64) -> list[np.ndarray]:
     """Codes -> the codec's images as uint8 [S, S, 3]."""
     out = []
@@ -142,6 +162,8 @@ def variant_image(item: Item, variant: str, rng: random.Random, nrng: np.random.
         return item.rgb
     if variant == "degraded":
         return corrupt.degrade(item.rgb, nrng, strength=rng.uniform(0.5, 2.0))
+    if variant == "vq_mixed":  # the donor scene whose codes are mixed into the render's (mixed_codes)
+        variant = rng.choice(("vq_wrong", "other"))
     if variant in ("wrong", "wrong_degraded", "vq_wrong"):
         kinds = list(corrupt.KEY_MUTATIONS[item.category]) * 3 + ["colour", "shape", "count", "size"]
         for _ in range(8):
@@ -226,12 +248,17 @@ def build_world_dataset(out_dir: str, vq, cfg: WorldDataConfig, split: str = "tr
         to_vq = [(i, j) for i, sc in enumerate(scenes) for j, (v, _) in enumerate(sc[3]) if v.startswith("vq")]
         with_t2i = [i for i, sc in enumerate(scenes) if sc[5] is not None]
         with_reflection = [i for i, sc in enumerate(scenes) if sc[6] is not None]
+        mixed = [(i, j) for i, j in to_vq if scenes[i][3][j][0] == "vq_mixed"]
         encoded = vq_codes(vq, [scenes[i][3][j][1] for i, j in to_vq] + [scenes[i][5] for i in with_t2i]
-                           + [scenes[i][1].rgb for i in with_reflection])
-        for (i, j), rgb in zip(to_vq, vq_decode(vq, encoded[: len(to_vq)])):
-            scenes[i][3][j] = (scenes[i][3][j][0], rgb)
+                           + [scenes[i][1].rgb for i in with_reflection] + [scenes[i][1].rgb for i, _ in mixed])
+        vq_input = dict(zip(to_vq, encoded[: len(to_vq)]))
         codes = dict(zip(with_t2i, encoded[len(to_vq):]))
         winner_codes = dict(zip(with_reflection, encoded[len(to_vq) + len(with_t2i):]))
+        clean_codes = encoded[len(to_vq) + len(with_t2i) + len(with_reflection):]
+        for (i, j), clean in zip(mixed, clean_codes):  # the vq input was the donor scene
+            vq_input[(i, j)] = mixed_codes(clean, vq_input[(i, j)], random.Random(f"mix:{scenes[i][1].key}:{j}"))
+        for (i, j), rgb in zip(to_vq, vq_decode(vq, [vq_input[k] for k in to_vq])):
+            scenes[i][3][j] = (scenes[i][3][j][0], rgb)
 
         for i, (index, item, rng, judged, propose, target, loser) in enumerate(scenes):
             rid = f"{category}-{index:05d}"

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from unicorn.toyworld.model.data import VARIANTS, make_item, variant_image, vq_roundtrip
+from unicorn.toyworld.model.data import make_item, variant_image, vq_roundtrip
 from unicorn.toyworld.model.floors import oracle_accuracy
 from unicorn.toyworld.model.judge_stats import Drawing, judge_ranking
 from unicorn.toyworld.oracle import judge
@@ -102,6 +102,11 @@ def judge_request(prompt: str, image: Image.Image) -> dict:
 
 def question_request(question: str, image: Image.Image) -> dict:
     return {"messages": [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]}
+
+
+# The judged images of the evaluation (fixed, so figures stay comparable across models; the training data also has
+# "vq_mixed" images, which need the clean render's codes)
+VARIANTS = ("clean", "degraded", "wrong", "wrong_degraded", "other", "vq", "vq_wrong", "blank")
 
 
 def variant_images(items, vq=None) -> list[tuple]:
