@@ -30,15 +30,35 @@ def build_transformers_janus(path: str, device: str, dtype: torch.dtype, weights
 
 
 class TransformersJanus:
-    """Times ``generate(generation_mode="image")`` with CFG 5, temperature 1, ``rollouts`` return sequences."""
+    """Times ``generate(generation_mode="image")`` with CFG 5, temperature 1, ``rollouts`` return sequences.
 
-    def __init__(self, path: str, device: str, dtype: torch.dtype, weights: str, rollouts: int):
+    The model is built and warmed up (as the engine: one image of ``warm_prompt``, generated and decoded) at the
+    first timing that needs it, and freed by :meth:`release`, so that each engine of the run gets the device to
+    itself. What was timed is kept (token generation by mode and prompts per call, decoding by image count): a
+    later workload whose calls were timed already (chunks of ``hf_prompts``) reuses the time without the model."""
+
+    def __init__(self, path: str, device: str, dtype: torch.dtype, weights: str, rollouts: int,
+                 warm_prompt: list[int]):
         from transformers import GenerationConfig
 
-        self.path, self.device, self.rollouts = path, device, rollouts
-        self.model = build_transformers_janus(path, device, dtype, weights)
+        self.path, self.device, self.dtype, self.weights, self.rollouts = path, device, dtype, weights, rollouts
+        self.warm_prompt = warm_prompt
         self.pad = GenerationConfig.from_pretrained(path).pad_token_id
-        self._timed: dict[tuple[str, int], tuple[float, Monitor]] = {}
+        self.model = None
+        self._timed: dict[tuple[str, int], Monitor] = {}
+        self._decoded: dict[int, float] = {}
+
+    def _ready(self):
+        if self.model is None:
+            self.model = build_transformers_janus(self.path, self.device, self.dtype, self.weights)
+            codes = self._generate([self.warm_prompt], 1)  # [1, num_image_tokens]
+            with torch.no_grad():
+                self.model.decode_image_tokens(codes)
+            sync(self.device)
+        return self.model
+
+    def release(self) -> None:
+        self.model = None
 
     def _config(self, n: int):
         from transformers import GenerationConfig
@@ -57,34 +77,33 @@ class TransformersJanus:
         return self.model.generate(input_ids=x, attention_mask=mask, generation_mode="image",
                                    generation_config=self._config(n))
 
-    def warm_up(self, prompt_ids: list[int]) -> None:
-        """The engine's warm-up: one image of the first prompt, generated and decoded."""
-        codes = self._generate([prompt_ids], 1)  # [1, num_image_tokens]
-        with torch.no_grad():
-            self.model.decode_image_tokens(codes)
-        sync(self.device)
-
-    def time(self, prompt_ids: list[list[int]], mode: str, hf_prompts: int) -> tuple[float, int, int, Monitor]:
-        """(seconds for all of ``prompt_ids``, prompts timed, generate calls for all, monitor of the timed part):
-        ``batched`` runs the first ``hf_prompts`` (0: all) prompts in one call, ``per-prompt`` one call per prompt;
-        the time is scaled to all prompts. A count already timed in this mode is not timed again."""
+    def time(self, prompt_ids: list[list[int]], mode: str, hf_prompts: int) -> tuple[float, int, int, Monitor, bool]:
+        """(seconds for all of ``prompt_ids``, prompts timed, generate calls for all, monitor of the timed part,
+        whether it was timed now): ``batched`` runs the first ``hf_prompts`` (0: all) prompts in one call,
+        ``per-prompt`` one call per prompt; the time is scaled to all prompts."""
         count = min(len(prompt_ids), hf_prompts or len(prompt_ids))
-        if (mode, count) not in self._timed:
+        fresh = (mode, count) not in self._timed
+        if fresh:
+            self._ready()
             with Monitor(self.device) as monitor:
                 if mode == "batched":
                     self._generate(prompt_ids[:count], self.rollouts)
                 else:
                     for ids in prompt_ids[:count]:
                         self._generate([ids], self.rollouts)
-            self._timed[(mode, count)] = (monitor.seconds, monitor)
-        seconds, monitor = self._timed[(mode, count)]
+            self._timed[(mode, count)] = monitor
+        monitor = self._timed[(mode, count)]
         calls = len(prompt_ids) if mode == "per-prompt" else -(-len(prompt_ids) // count)
-        return seconds * len(prompt_ids) / count, count, calls, monitor
+        return monitor.seconds * len(prompt_ids) / count, count, calls, monitor, fresh
 
     def decode_s(self, codes: torch.Tensor, timed: int, scale_to: int) -> float:
         """Seconds of decode_image_tokens on the first ``timed`` codes (the engine's chunks of 8), scaled."""
-        codes = codes[:timed].to(self.device)
-        with Monitor(self.device) as monitor, torch.no_grad():
-            for i in range(0, len(codes), 8):
-                self.model.decode_image_tokens(codes[i : i + 8])
-        return monitor.seconds * scale_to / len(codes)
+        timed = min(timed, len(codes))
+        if timed not in self._decoded:
+            model = self._ready()
+            codes = codes[:timed].to(self.device)
+            with Monitor(self.device) as monitor, torch.no_grad():
+                for i in range(0, len(codes), 8):
+                    model.decode_image_tokens(codes[i : i + 8])
+            self._decoded[timed] = monitor.seconds
+        return self._decoded[timed] * scale_to / timed

@@ -1,9 +1,11 @@
 """Images/s of the engine vs transformers' JanusForConditionalGeneration.generate, in the same run.
 
 Workload (the `engine-core` issue): P prompts x N rollouts, CFG 5, temperature 1, random weights at the
-given preset's shapes; ``--prompts 8,64`` times several workloads after one build and one warm-up per provider.
-transformers gets its best use: the faster of one prompt per call with N return sequences, or the prompts in
-one call (left-padded; ``--hf-prompts K``: K prompts per call, timed once and scaled, when all do not fit).
+given preset's shapes; ``--prompts 8,64`` times several workloads in turn, each workload's rows written when
+they exist (an engine built and warmed up per workload; transformers built and warmed up once, freed while an
+engine runs). transformers gets its best use: the faster of one prompt per call with N return sequences, or the
+prompts in one call (left-padded; ``--hf-prompts K``: K prompts per call, timed once and scaled, where all do
+not fit in memory).
 Token generation (the engine with ``decode=False``) and VQ decoding are timed apart; ``--hf-decode`` also times
 transformers' VQ decoder on the same codes, for the end-to-end ratio. Every run prints the decode's work (KV and
 weight bytes, FLOPs; bench/roofline.py) against the device's bandwidth and matmul rate (datasheet and measured,
@@ -93,28 +95,31 @@ def main() -> None:
 
     engine_kwargs = json.loads(args.engine_kwargs)
     breakdown = args.breakdown == "on" or (args.breakdown == "auto" and not args.device.startswith("cuda"))
-    previous = None
-    if args.compare:  # the hot path before issue 14's levers, same warm-up, same run
-        previous = list(run_engine(path, args, dtype, {**engine_kwargs, **PREVIOUS_KWARGS}, breakdown, previous=True))
-    current = []
-    for i, result in enumerate(run_engine(path, args, dtype, engine_kwargs, breakdown)):
-        current.append(result)
-        common = common_fields(args, device, engine_kwargs, breakdown, result["prompts"])
-        write_rows(args.out, engine_rows(common, peaks, result, previous[i] if previous else None), stamp=stamp)
-    print(f"engine rows appended to {args.out}")
-    if args.skip_transformers:
-        return
-    try:
-        hf = time_transformers(path, args, dtype, current)
-    except Exception as e:  # e.g. out of memory: the engine's rows stand
-        print(f"transformers failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        return
-    for result, theirs in zip(current, hf):
-        common = common_fields(args, device, engine_kwargs, breakdown, result["prompts"])
-        if theirs["timed_prompts"] != result["prompts"]:
+    hf = None
+    for prompts in args.workloads:  # each workload's rows are written as soon as they exist (a killed run keeps them)
+        previous = None
+        if args.compare:  # the hot path before issue 14's levers, same warm-up, same run
+            previous = run_engine(path, args, dtype, {**engine_kwargs, **PREVIOUS_KWARGS}, breakdown, prompts, True)
+        current = run_engine(path, args, dtype, engine_kwargs, breakdown, prompts)
+        common = common_fields(args, device, engine_kwargs, breakdown, prompts)
+        write_rows(args.out, engine_rows(common, peaks, current, previous), stamp=stamp)
+        if args.skip_transformers:
+            continue
+        if hf is None:
+            from janus_hf import TransformersJanus
+
+            hf = TransformersJanus(str(path), args.device, dtype, args.weights, args.rollouts, current["prompt_ids"][0])
+        try:
+            theirs = time_transformers(hf, args, current)
+        except Exception as e:  # e.g. out of memory: the engine's rows stand
+            print(f"transformers failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            hf.release()
+            free_device_memory(args.device, "transformers")
+            continue
+        if theirs["timed_prompts"] != prompts:
             common["config"] = {**common["config"], "transformers_timed_prompts": theirs["timed_prompts"]}
-        write_rows(args.out, hf_rows(common, peaks, theirs, result, args.rollouts), stamp=stamp)
-    print(f"transformers rows appended to {args.out}")
+        write_rows(args.out, hf_rows(common, peaks, theirs, current, args.rollouts), stamp=stamp)
+    print(f"rows appended to {args.out}")
 
 
 def common_fields(args, device, engine_kwargs, breakdown, prompts) -> dict:
@@ -252,11 +257,11 @@ def hf_rows(common, peaks, hf, current, rollouts) -> list[dict]:
 PREVIOUS_KWARGS = {"cfg_head_mix": False}
 
 
-def run_engine(path, args, dtype, engine_kwargs, breakdown, previous=False):
-    """Builds one engine, warms it up, then per workload times token generation (decode=False) and VQ decoding of
-    the same codes, with the decode's work counted (bench/roofline.py) and on request a step breakdown. Yields
-    per workload a dict (prompts, rollouts, tokens_s, decode_s, codes, prompt_ids, figures, machine, monitor,
-    forwards, work); the engine and its model are freed after the last."""
+def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=False) -> dict:
+    """Builds an engine, warms it up, then times token generation (decode=False) of ``prompts`` x rollouts images
+    and VQ decoding of the same codes, with the decode's work counted (bench/roofline.py) and on request a step
+    breakdown. Returns a dict (prompts, rollouts, tokens_s, decode_s, codes, prompt_ids, figures, machine, monitor,
+    forwards, work); the engine and its model are freed before it returns."""
     from unicorn import Engine, ImageGenParams
     from unicorn.models.janus_tiny import build_random_janus
 
@@ -264,7 +269,7 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, previous=False):
     if args.weights == "device":
         model = build_random_janus(str(path), device=args.device, dtype=dtype, seed=0)
     engine = Engine(str(path), device=args.device, dtype=dtype, model=model,
-                    max_num_seqs=max(256, 2 * max(args.workloads) * args.rollouts), **engine_kwargs)
+                    max_num_seqs=max(256, 2 * prompts * args.rollouts), **engine_kwargs)
     if previous:
         from unicorn.models.layers import FusedLinears
 
@@ -278,56 +283,56 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, previous=False):
     kv_bytes_per_token = len(caches) * 2 * caches[0].key[0, 0].numel() * caches[0].key.element_size()
     weight_bytes = janus_weight_bytes(engine.model)
     engine.generate_images(make_prompts(1), ImageGenParams(n=1, seed=1))  # warm-up (allocator, kernels)
-    for prompts in args.workloads:
-        texts = make_prompts(prompts)
-        num_images = prompts * args.rollouts
-        params = ImageGenParams(n=args.rollouts, cfg_scale=5.0, temperature=1.0, seed=0, decode=False)
-        profile = StepProfile().attach(engine) if breakdown else None
-        steps_before = engine.stats.num_steps
-        request_ids = [engine.submit_image(p, params) for p in texts]
-        finished = {}
-        with Monitor(args.device) as monitor:
-            while engine.has_unfinished():
-                finished.update((o.request_id, o) for o in engine.step() if o.finished)
-        tokens_s = monitor.seconds
-        if profile is not None:
-            profile.detach()
-        codes = torch.cat([finished[i].image_tokens for i in request_ids])
-        decode_s = None
-        if not previous:  # the levers leave VQ decoding alone: time it once
-            decode_codes = codes[: args.decode_images or len(codes)]
-            with Monitor(args.device) as decode_monitor:
-                engine.runner.decode_images(decode_codes)
-            decode_s = decode_monitor.seconds * len(codes) / len(decode_codes)  # for all the images
-        stats = engine.stats
-        forwards = stats.num_steps - steps_before
-        print(f"{label}, {prompts} prompts: {num_images} images, tokens {tokens_s:.1f}s "
-              f"({num_images / tokens_s:.3f} img/s), " + (f"VQ decode {decode_s:.1f}s; " if decode_s is not None else "")
-              + f"{forwards} steps, preemptions so far {stats.num_preemptions}, "
-              f"prefix hits so far {stats.prefix_hit_tokens}/{stats.prefix_query_tokens} tokens; {monitor.describe()}")
-        figures = machine = None
-        if profile is not None:
-            decode_flops = None if previous else count_flops(lambda: engine.runner.decode_images(codes[:1])) * len(codes)
-            shapes = sorted(profile.gemm_shapes, key=lambda s: -profile.gemm_shapes[s] * s[0] * s[1] * s[2])[:3]
-            shapes = [shape[:3] for shape in shapes]
-            machine = measure_machine(dtype, shapes)
-            print(f"machine ({machine['threads']} thread(s), {machine['dtype']}): matmul {machine['gemm_gflops_512']:.0f} "
-                  f"GFLOP/s (512^3); at the run's largest GEMM shapes (M x K x N): "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in machine["gemm_gflops_at_shapes"].items())
-                  + f"; memory read {machine['read_gbs']:.1f} GB/s")
-            text, figures = profile.table(machine, tokens_s, decode_s, decode_flops, num_images)
-            print(text)
-        prompt_ids = [engine.prompts.image(p) for p in texts]
-        work = janus_decode_work(engine.model, codes.shape[1], [len(ids) for ids in prompt_ids], args.rollouts,
-                                 kv_bytes_per_token, weight_bytes, forwards)
-        work["weight_bytes_per_forward"] = weight_bytes
-        yield dict(prompts=prompts, rollouts=args.rollouts, tokens_s=tokens_s, decode_s=decode_s, codes=codes.cpu(),
-                   prompt_ids=prompt_ids, figures=figures, machine=machine, monitor=monitor, forwards=forwards,
-                   work=work)
+    texts = make_prompts(prompts)
+    num_images = prompts * args.rollouts
+    params = ImageGenParams(n=args.rollouts, cfg_scale=5.0, temperature=1.0, seed=0, decode=False)
+    profile = StepProfile().attach(engine) if breakdown else None
+    steps_before = engine.stats.num_steps
+    request_ids = [engine.submit_image(p, params) for p in texts]
+    finished = {}
+    with Monitor(args.device) as monitor:
+        while engine.has_unfinished():
+            finished.update((o.request_id, o) for o in engine.step() if o.finished)
+    tokens_s = monitor.seconds
+    if profile is not None:
+        profile.detach()
+    codes = torch.cat([finished[i].image_tokens for i in request_ids])
+    decode_s = None
+    if not previous:  # the levers leave VQ decoding alone: time it once
+        decode_codes = codes[: args.decode_images or len(codes)]
+        with Monitor(args.device) as decode_monitor:
+            engine.runner.decode_images(decode_codes)
+        decode_s = decode_monitor.seconds * len(codes) / len(decode_codes)  # for all the images
+    stats = engine.stats
+    forwards = stats.num_steps - steps_before
+    print(f"{label}, {prompts} prompts: {num_images} images, tokens {tokens_s:.1f}s "
+          f"({num_images / tokens_s:.3f} img/s), " + (f"VQ decode {decode_s:.1f}s; " if decode_s is not None else "")
+          + f"{forwards} steps; with the warm-up {stats.num_preemptions} preemptions, "
+          f"prefix hits {stats.prefix_hit_tokens}/{stats.prefix_query_tokens} tokens; {monitor.describe()}")
+    figures = machine = None
+    if profile is not None:
+        decode_flops = None if previous else count_flops(lambda: engine.runner.decode_images(codes[:1])) * len(codes)
+        shapes = sorted(profile.gemm_shapes, key=lambda s: -profile.gemm_shapes[s] * s[0] * s[1] * s[2])[:3]
+        shapes = [shape[:3] for shape in shapes]
+        machine = measure_machine(dtype, shapes)
+        print(f"machine ({machine['threads']} thread(s), {machine['dtype']}): matmul {machine['gemm_gflops_512']:.0f} "
+              f"GFLOP/s (512^3); at the run's largest GEMM shapes (M x K x N): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in machine["gemm_gflops_at_shapes"].items())
+              + f"; memory read {machine['read_gbs']:.1f} GB/s")
+        text, figures = profile.table(machine, tokens_s, decode_s, decode_flops, num_images)
+        print(text)
+    prompt_ids = [engine.prompts.image(p) for p in texts]
+    work = janus_decode_work(engine.model, codes.shape[1], [len(ids) for ids in prompt_ids], args.rollouts,
+                             kv_bytes_per_token, weight_bytes, forwards)
+    work["weight_bytes_per_forward"] = weight_bytes
+    result = dict(prompts=prompts, rollouts=args.rollouts, tokens_s=tokens_s, decode_s=decode_s, codes=codes.cpu(),
+                  prompt_ids=prompt_ids, figures=figures, machine=machine, monitor=monitor, forwards=forwards,
+                  work=work)
     engine.close()
     engine.runner.kv_caches = []  # the pool goes even if something still holds the engine
     del engine, model, caches
     free_device_memory(args.device, "the engine")
+    return result
 
 
 def free_device_memory(device: str, what: str) -> None:
@@ -337,30 +342,24 @@ def free_device_memory(device: str, what: str) -> None:
         print(f"device memory still allocated after {what}: {torch.cuda.memory_allocated() / 2**30:.1f} GiB")
 
 
-def time_transformers(path, args, dtype, engine_results) -> list[dict]:
-    """transformers on each workload's prompts after the engine's warm-up (bench/janus_hf.py); per workload a dict
-    (mode, tokens_s, timed_prompts, forwards, monitor, decode_s)."""
-    from janus_hf import TransformersJanus
-
-    hf = TransformersJanus(str(path), args.device, dtype, args.weights, args.rollouts)
-    hf.warm_up(engine_results[0]["prompt_ids"][0])
+def time_transformers(hf, args, current) -> dict:
+    """transformers on the workload's prompts (bench/janus_hf.py), then its model freed: a dict (mode, tokens_s,
+    timed_prompts, forwards, monitor, decode_s)."""
     modes = ["batched", "per-prompt"] if args.hf_mode == "auto" else [args.hf_mode]
-    out = []
-    for current in engine_results:
-        timings = {}
-        for mode in modes:
-            timings[mode] = hf.time(current["prompt_ids"], mode, args.hf_prompts)
-            print(f"  transformers {mode}, {current['prompts']} prompts: {timings[mode][0]:.1f}s"
-                  + (f" (timed on {timings[mode][1]} prompts)" if timings[mode][1] != current["prompts"] else ""))
-        mode = min(timings, key=lambda m: timings[m][0])
-        seconds, timed, calls, monitor = timings[mode]
-        codes = current["codes"]
-        decode_s = hf.decode_s(codes, args.decode_images or len(codes), len(codes)) if args.hf_decode else None
-        out.append(dict(mode=mode, tokens_s=seconds, timed_prompts=timed, forwards=calls * codes.shape[1],
-                        monitor=monitor, decode_s=decode_s))
-    del hf
+    timings = {}
+    for mode in modes:
+        seconds, timed, calls, monitor, fresh = timings[mode] = hf.time(current["prompt_ids"], mode, args.hf_prompts)
+        print(f"  transformers {mode}, {current['prompts']} prompts: {seconds:.1f}s"
+              + (f" (scaled from {timed} prompts per call" + ("" if fresh else ", timed earlier in this run") + ")"
+                 if timed != current["prompts"] else ""))
+    mode = min(timings, key=lambda m: timings[m][0])
+    seconds, timed, calls, monitor, _ = timings[mode]
+    codes = current["codes"]
+    decode_s = hf.decode_s(codes, args.decode_images or len(codes), len(codes)) if args.hf_decode else None
+    hf.release()
     free_device_memory(args.device, "transformers")
-    return out
+    return dict(mode=mode, tokens_s=seconds, timed_prompts=timed, forwards=calls * codes.shape[1], monitor=monitor,
+                decode_s=decode_s)
 
 
 if __name__ == "__main__":
