@@ -119,7 +119,7 @@ def _t2i(model, args, size, steps, rollouts, device, peaks) -> list[dict]:
     flops = sum(bagel_denoise_flops(model, size, size, job.params, job.context.length, job.cfg_text_context.length)
                 for job in jobs)
     print(f"\n== {size}x{size}, {steps} timesteps, {args.prompts} prompt(s) x {rollouts} rollouts "
-          f"({len(jobs)} images): {flops / len(jobs) / 1e12:.1f} TFLOP of denoising per image ==")
+          f"({len(jobs)} images): {flops / len(jobs) / 1e12:.3g} TFLOP of denoising per image ==")
     runs = {"official_loop": infer.generate_images_sequential, "batched": infer.generate_images,
             "engine": lambda js: _engine_t2i(model, prompts, seeds, scales, size, steps, args.device)}
     warm = {"official_loop": lambda: infer.generate_images_sequential(warm_jobs),
@@ -164,6 +164,10 @@ def _t2i(model, args, size, steps, rollouts, device, peaks) -> list[dict]:
         rows += monitors[name].rows(dict(common, config=cfg), name)
     rows.append(dict(common, provider="workload", config=config, metric="denoise_tflop_per_image",
                      value=flops / len(jobs) / 1e12, unit="TFLOP"))
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    rows.append(dict(common, provider="model", config=config, metric="weights_gib", value=weights, unit="GiB"))
+    print(f"  weights {weights:.1f} GiB; peak memory above is torch's allocator (weights included) on a GPU, "
+          "the process's peak RSS on a CPU")
     for label in ("datasheet", "measured"):
         if peaks[f"{label}_tflops"]:
             rows.append(dict(common, provider=f"limit-{label}", config=config, metric="s_per_image",
