@@ -140,7 +140,8 @@ def _t2i(model, args, size, steps, rollouts, device, peaks) -> list[dict]:
     if not timings:
         return []
     baseline = outputs.get("official_loop")
-    diffs = {name: max(float((a - b).abs().max()) for a, b in zip(out, baseline)) if baseline else float("nan")
+    diffs = {name: max(float((a.float() - b.to(a.device).float()).abs().max()) for a, b in zip(out, baseline))
+             if baseline else float("nan")
              for name, out in outputs.items()}
     config = dict(preset=args.preset, prompts=args.prompts, rollouts=rollouts, num_timesteps=steps, size=size,
                   dtype=args.dtype, threads=torch.get_num_threads())

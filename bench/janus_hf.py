@@ -23,6 +23,7 @@ def build_transformers_janus(path: str, device: str, dtype: torch.dtype, weights
 
     with torch.device(device):
         model = JanusForConditionalGeneration._from_config(AutoConfig.from_pretrained(path), dtype=dtype)
+    model.to(device)  # a no-op where the device context was followed
     for key, p in model.named_parameters():
         (name, _), = hf_key_to_name(key, p)
         fill_random_(name, p, seed)

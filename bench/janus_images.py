@@ -144,6 +144,7 @@ def engine_rows(common, peaks, current, previous) -> list[dict]:
         {**common, "provider": "unicorn", "metric": "vq_decode_s", "value": current["decode_s"], "unit": "s"},
     ]
     rows += current["monitor"].rows(common, "unicorn")
+    rows.append({**common, "provider": "unicorn", "metric": "kv_pool_gib", "value": current["kv_pool_gib"], "unit": "GiB"})
     rows += ceiling_rows(common, peaks, current["work"])
     rows += bandwidth_rows(common, peaks, current["work"], "unicorn", engine_tokens_s, current["forwards"], num_images)
     if figures is not None:
@@ -281,6 +282,8 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=Fa
     label = "engine (previous hot path)" if previous else "engine"
     caches = engine.runner.kv_caches
     kv_bytes_per_token = len(caches) * 2 * caches[0].key[0, 0].numel() * caches[0].key.element_size()
+    pool_gib = sum(c.key.numel() * c.key.element_size() + c.value.numel() * c.value.element_size()
+                   for c in caches) / 2**30
     weight_bytes = janus_weight_bytes(engine.model)
     engine.generate_images(make_prompts(1), ImageGenParams(n=1, seed=1))  # warm-up (allocator, kernels)
     texts = make_prompts(prompts)
@@ -308,7 +311,8 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=Fa
     print(f"{label}, {prompts} prompts: {num_images} images, tokens {tokens_s:.1f}s "
           f"({num_images / tokens_s:.3f} img/s), " + (f"VQ decode {decode_s:.1f}s; " if decode_s is not None else "")
           + f"{forwards} steps; with the warm-up {stats.num_preemptions} preemptions, "
-          f"prefix hits {stats.prefix_hit_tokens}/{stats.prefix_query_tokens} tokens; {monitor.describe()}")
+          f"prefix hits {stats.prefix_hit_tokens}/{stats.prefix_query_tokens} tokens; {monitor.describe()} "
+          f"(a preallocated KV pool of {pool_gib:.1f} GiB included)")
     figures = machine = None
     if profile is not None:
         decode_flops = None if previous else count_flops(lambda: engine.runner.decode_images(codes[:1])) * len(codes)
@@ -327,7 +331,7 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=Fa
     work["weight_bytes_per_forward"] = weight_bytes
     result = dict(prompts=prompts, rollouts=args.rollouts, tokens_s=tokens_s, decode_s=decode_s, codes=codes.cpu(),
                   prompt_ids=prompt_ids, figures=figures, machine=machine, monitor=monitor, forwards=forwards,
-                  work=work)
+                  work=work, kv_pool_gib=pool_gib)
     engine.close()
     engine.runner.kv_caches = []  # the pool goes even if something still holds the engine
     del engine, model, caches

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,6 +26,7 @@ def _has(rows: list[dict], provider: str, metric: str, **config) -> bool:
                and all(r["config"].get(k) == v for k, v in config.items()) for r in rows)
 
 
+@pytest.mark.slow
 def test_gpu_bench_smoke(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "UNICORN_BENCH_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu" / "run.sh"), "all", "--smoke"], cwd=ROOT, env=env,
@@ -37,6 +40,7 @@ def test_gpu_bench_smoke(tmp_path):
             assert _has(janus, provider, "img_per_s_tokens", prompts=prompts)
             assert _has(janus, provider, "decode_read_gbs", prompts=prompts)
             assert _has(janus, provider, "peak_rss_gib", prompts=prompts)
+        assert _has(janus, "unicorn", "kv_pool_gib", prompts=prompts)
         assert _has(janus, "unicorn", "speedup_vs_transformers", prompts=prompts)
         assert _has(janus, "unicorn", "speedup_end_to_end", prompts=prompts)
         assert _has(janus, "limit-measured", "img_per_s_kv_bandwidth", prompts=prompts)
