@@ -17,7 +17,7 @@ def build_transformers_janus(path: str, device: str, dtype: torch.dtype, weights
     from transformers import AutoConfig, JanusForConditionalGeneration
 
     if weights == "files":
-        return JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
+        return _static_cache_compat(JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval())
     from unicorn.models.janus_checkpoint import hf_key_to_name
     from unicorn.models.janus_tiny import fill_random_
 
@@ -27,7 +27,24 @@ def build_transformers_janus(path: str, device: str, dtype: torch.dtype, weights
     for key, p in model.named_parameters():
         (name, _), = hf_key_to_name(key, p)
         fill_random_(name, p, seed)
-    return model.eval()
+    return _static_cache_compat(model.eval())
+
+
+def _static_cache_compat(model):
+    """transformers 5.17 (the version on the lent GPU machines) calls ``_prepare_static_cache`` from Janus' image
+    ``generate`` without the ``prefill_chunk_size`` its GenerationMixin requires, a TypeError; 5.24 passes
+    generation_config's, None by default. Where the parameter has no default, give it that one."""
+    import inspect
+
+    param = inspect.signature(model._prepare_static_cache).parameters.get("prefill_chunk_size")
+    if param is not None and param.default is inspect.Parameter.empty:
+        original = model._prepare_static_cache
+
+        def prepare(*args, prefill_chunk_size=None, **kwargs):
+            return original(*args, prefill_chunk_size=prefill_chunk_size, **kwargs)
+
+        model._prepare_static_cache = prepare
+    return model
 
 
 class TransformersJanus:
