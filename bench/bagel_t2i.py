@@ -25,7 +25,7 @@ import gc
 
 import torch
 
-from bench.common import device_name, versions, write_rows
+from bench.common import device_name, run_stamp, versions, write_rows
 from bench.device_stats import Monitor, device_peaks
 from bench.roofline import bagel_denoise_flops
 from unicorn.engine.llm_engine import Engine
@@ -34,7 +34,7 @@ from unicorn.models.bagel_flow import FlowParams
 from unicorn.models.bagel_infer import BagelInference, ImageJob
 from unicorn.models.bagel_tiny import build_random_bagel
 
-PROVIDERS = ("official_loop", "batched", "engine")
+PROVIDERS = ("official_loop", "engine", "batched")  # the order they run in
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,12 +83,12 @@ def main() -> None:
         model = build_random_bagel(args.preset, device=args.device, dtype=dtype, seed=0)
     print(f"{args.preset} built on {args.device} in {args.dtype}: {build.seconds:.1f}s, "
           f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters; {build.describe()}")
+    stamp = run_stamp()  # one time for every row of the run, written as each provider finishes
     for size, steps, rollouts in args.configs:
-        rows = _t2i(model, args, size, steps, rollouts, device, peaks)
-        write_rows(args.out, rows)
-        print(f"rows appended to {args.out}")
+        _t2i(model, args, size, steps, rollouts, device, peaks, stamp)
     if args.judge:
-        write_rows(args.out, _judge(model, BagelInference(model), args))
+        write_rows(args.out, _judge(model, BagelInference(model), args), stamp=stamp)
+    print(f"rows appended to {args.out}")
 
 
 def _jobs(infer, args, size, steps, rollouts, seed_base=0, prompts=None):
@@ -112,74 +112,73 @@ def _jobs(infer, args, size, steps, rollouts, seed_base=0, prompts=None):
     return jobs, prompt_ids, seeds, scales
 
 
-def _t2i(model, args, size, steps, rollouts, device, peaks) -> list[dict]:
+def _t2i(model, args, size, steps, rollouts, device, peaks, stamp) -> None:
+    """Times each provider on one config and writes its rows as soon as it is done (a killed run keeps them)."""
     infer = BagelInference(model)
     jobs, prompts, seeds, scales = _jobs(infer, args, size, steps, rollouts)
     warm_jobs, warm_prompts, warm_seeds, warm_scales = _jobs(infer, args, size, 2, 1, seed_base=10**6, prompts=1)
     flops = sum(bagel_denoise_flops(model, size, size, job.params, job.context.length, job.cfg_text_context.length)
                 for job in jobs)
+    config = dict(preset=args.preset, prompts=args.prompts, rollouts=rollouts, num_timesteps=steps, size=size,
+                  dtype=args.dtype, threads=torch.get_num_threads())
+    common = dict(bench="bagel_t2i", device=device, versions=versions())
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     print(f"\n== {size}x{size}, {steps} timesteps, {args.prompts} prompt(s) x {rollouts} rollouts "
-          f"({len(jobs)} images): {flops / len(jobs) / 1e12:.3g} TFLOP of denoising per image ==")
+          f"({len(jobs)} images): {flops / len(jobs) / 1e12:.3g} TFLOP of denoising per image; weights "
+          f"{weights:.1f} GiB ==")
+    rows = [dict(common, provider="workload", config=config, metric="denoise_tflop_per_image",
+                 value=flops / len(jobs) / 1e12, unit="TFLOP"),
+            dict(common, provider="model", config=config, metric="weights_gib", value=weights, unit="GiB")]
+    for label in ("datasheet", "measured"):
+        if peaks[f"{label}_tflops"]:
+            ceiling = flops / len(jobs) / (peaks[f"{label}_tflops"] * 1e12)
+            rows.append(dict(common, provider=f"limit-{label}", config=config, metric="s_per_image", value=ceiling,
+                             unit="s"))
+            print(f"  ceiling at the {label} {peaks[f'{label}_tflops']:.3g} TFLOP/s: {ceiling:.3g} s/img")
+    write_rows(args.out, rows, stamp=stamp)
     runs = {"official_loop": infer.generate_images_sequential, "batched": infer.generate_images,
             "engine": lambda js: _engine_t2i(model, prompts, seeds, scales, size, steps, args.device)}
     warm = {"official_loop": lambda: infer.generate_images_sequential(warm_jobs),
             "batched": lambda: infer.generate_images(warm_jobs),
             "engine": lambda: _engine_t2i(model, warm_prompts, warm_seeds, warm_scales, size, 2, args.device)}
-    timings, outputs, monitors = {}, {}, {}
+    sheet, measured = peaks["datasheet_tflops"], peaks["measured_tflops"]
+    print(f"  {'provider':<14} {'img/s':>8} {'s/img':>8} {'TFLOP/s':>8} {'of sheet':>9} {'of measured':>12} "
+          f"{'peak GiB':>9} {'vs official':>12}  max latent diff  (peak: torch's allocator on a GPU, RSS on a CPU)")
+    baseline = baseline_s = None
     for name in args.providers:
         try:
             warm[name]()
             with Monitor(args.device) as monitor:
-                outputs[name] = runs[name](jobs)
-            timings[name], monitors[name] = monitor.seconds, monitor
+                out = runs[name](jobs)
         except Exception as e:  # e.g. out of memory: the other providers' rows stand
             print(f"  {name} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        gc.collect()
-        if args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-    if not timings:
-        return []
-    baseline = outputs.get("official_loop")
-    diffs = {name: max(float((a.float() - b.to(a.device).float()).abs().max()) for a, b in zip(out, baseline))
-             if baseline else float("nan")
-             for name, out in outputs.items()}
-    config = dict(preset=args.preset, prompts=args.prompts, rollouts=rollouts, num_timesteps=steps, size=size,
-                  dtype=args.dtype, threads=torch.get_num_threads())
-    common = dict(bench="bagel_t2i", device=device, versions=versions())
-    rows = []
-    sheet, measured = peaks["datasheet_tflops"], peaks["measured_tflops"]
-    print(f"  {'provider':<14} {'img/s':>8} {'s/img':>8} {'TFLOP/s':>8} {'of sheet':>9} {'of measured':>12} "
-          f"{'peak GiB':>9}  max latent diff")
-    for name, sec in timings.items():
-        cfg = dict(config, max_latent_diff=diffs[name])
+            continue
+        finally:
+            gc.collect()
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        sec = monitor.seconds
+        if name == "official_loop":
+            baseline, baseline_s = out, sec
+        diff = (max(float((a.float() - b.to(a.device).float()).abs().max()) for a, b in zip(out, baseline))
+                if baseline is not None else float("nan"))
+        cfg = dict(config, max_latent_diff=diff)
         tflops = flops / sec / 1e12
         share = f"{100 * tflops / sheet:8.0f}%" if sheet else f"{'-':>9}"
+        speedup = baseline_s / sec if baseline_s else None
         print(f"  {name:<14} {len(jobs) / sec:8.3f} {sec / len(jobs):8.2f} {tflops:8.3g} {share} "
-              f"{100 * tflops / measured:11.0f}% {monitors[name].peak_gib:9.1f}  {diffs[name]:.1e}")
+              f"{100 * tflops / measured:11.0f}% {monitor.peak_gib:9.1f} "
+              f"{(f'{speedup:11.2f}x' if speedup else f'{chr(45):>12}')}  {diff:.1e}")
         base = dict(common, provider=name, config=cfg)
-        rows += [dict(base, metric="images_per_s", value=len(jobs) / sec, unit="img/s"),
-                 dict(base, metric="s_per_image", value=sec / len(jobs), unit="s"),
-                 dict(base, metric="denoise_tflops", value=tflops, unit="TFLOP/s")]
+        rows = [dict(base, metric="images_per_s", value=len(jobs) / sec, unit="img/s"),
+                dict(base, metric="s_per_image", value=sec / len(jobs), unit="s"),
+                dict(base, metric="denoise_tflops", value=tflops, unit="TFLOP/s")]
         if sheet:
             rows.append(dict(base, metric="mfu_datasheet", value=tflops / sheet, unit="fraction"))
-        rows += monitors[name].rows(dict(common, config=cfg), name)
-    rows.append(dict(common, provider="workload", config=config, metric="denoise_tflop_per_image",
-                     value=flops / len(jobs) / 1e12, unit="TFLOP"))
-    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
-    rows.append(dict(common, provider="model", config=config, metric="weights_gib", value=weights, unit="GiB"))
-    print(f"  weights {weights:.1f} GiB; peak memory above is torch's allocator (weights included) on a GPU, "
-          "the process's peak RSS on a CPU")
-    for label in ("datasheet", "measured"):
-        if peaks[f"{label}_tflops"]:
-            rows.append(dict(common, provider=f"limit-{label}", config=config, metric="s_per_image",
-                             value=flops / len(jobs) / (peaks[f"{label}_tflops"] * 1e12), unit="s"))
-            print(f"  ceiling at the {label} {peaks[f'{label}_tflops']:.3g} TFLOP/s: "
-                  f"{flops / len(jobs) / (peaks[f'{label}_tflops'] * 1e12):.3g} s/img")
-    if "official_loop" in timings:
-        base = timings["official_loop"]
-        print("t2i speedup vs official loop: "
-              + ", ".join(f"{k} {base / v:.2f}x" for k, v in timings.items() if k != "official_loop"))
-    return rows
+        if speedup and name != "official_loop":
+            rows.append(dict(base, metric="speedup_vs_official_loop", value=speedup, unit="x"))
+        rows += monitor.rows(dict(common, config=cfg), name)
+        write_rows(args.out, rows, stamp=stamp)
 
 
 def _engine(model, device="cpu", **kwargs) -> Engine:

@@ -47,10 +47,12 @@ def test_gpu_bench_smoke(tmp_path):
     assert _has(janus, "transformers-batched", "img_per_s_tokens", prompts=3, transformers_timed_prompts=2)
 
     bagel = _rows(tmp_path / "bagel_t2i.jsonl")
+    assert len({r["time"] for r in bagel}) == 1
     for size in (64, 32):
         for provider in ("official_loop", "engine"):
             for metric in ("images_per_s", "s_per_image", "denoise_tflops", "peak_rss_gib"):
                 assert _has(bagel, provider, metric, size=size), (provider, metric, size)
+        assert _has(bagel, "engine", "speedup_vs_official_loop", size=size)
         assert _has(bagel, "workload", "denoise_tflop_per_image", size=size)
         assert _has(bagel, "limit-measured", "s_per_image", size=size)
 

@@ -5,7 +5,8 @@
 #          the engine vs transformers (batched, chunks of 8 prompts: all 64 do not fit) in the same run; img/s,
 #          decode read bandwidth and TFLOP/s next to the ceilings, peak memory and utilisation.
 #   bagel: BAGEL-7B-MoT shapes in bf16 at 512^2 / 20 timesteps (8 rollouts) and 1024^2 / 50 (2 rollouts), text CFG
-#          on every step; the engine vs the official loop's shape; s/img, TFLOP/s and MFU, peak memory.
+#          on every step; the engine (and BagelInference's batched loop) vs the official loop's shape; s/img,
+#          TFLOP/s and MFU, peak memory.
 #
 # Rows go to bench/results/{janus_images,bagel_t2i}.jsonl (each names the card), the console to
 # bench/results/gpu/<time>-<part>.log. Each part runs under its own time limit (JANUS_BUDGET_S, BAGEL_BUDGET_S:
@@ -56,7 +57,7 @@ else
     janus_args=(--preset janus-pro-7b --device cuda --dtype bfloat16 --weights device --prompts 8,64 --rollouts 8
                 --hf-mode batched --hf-prompts 8 --hf-decode --decode-images 64)
     bagel_args=(--preset bagel-7b-mot --device cuda --dtype bfloat16 --prompts 1 --configs 512:20:8,1024:50:2
-                --providers official_loop,engine)
+                --providers official_loop,engine,batched)
 fi
 
 rows_in() { if [ -f "$1" ]; then wc -l < "$1"; else echo 0; fi; }
