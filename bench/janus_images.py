@@ -58,7 +58,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hf-mode", choices=["auto", "per-prompt", "batched"], default="auto",
                         help="auto: time both and keep the faster")
     parser.add_argument("--hf-prompts", type=int, default=0,
-                        help="batched: prompts per transformers call, timed once and scaled (0: all in one call)")
+                        help="transformers timed on the first K prompts (batched: one call of K), scaled to the "
+                             "workload; a later workload reuses the time (0: all prompts)")
     parser.add_argument("--hf-decode", action="store_true", help="also time transformers' VQ decoder")
     parser.add_argument("--breakdown", choices=["auto", "on", "off"], default="auto",
                         help="per-step time breakdown (auto: on a CPU only; on CUDA it syncs every region)")
@@ -91,7 +92,7 @@ def main() -> None:
     device = device_name(args.device)
     print(f"device {device}; {', '.join(f'{k} {v}' for k, v in versions().items())}; weights: {args.weights}")
     peaks = device_peaks(args.device, dtype)
-    stamp = run_stamp()  # every row of this run, written as each part finishes (a killed run keeps its rows)
+    stamp = run_stamp()  # one time for every row of this run, though they are written in parts
 
     engine_kwargs = json.loads(args.engine_kwargs)
     breakdown = args.breakdown == "on" or (args.breakdown == "auto" and not args.device.startswith("cuda"))
@@ -210,10 +211,15 @@ def bandwidth_rows(common, peaks, work, provider, seconds, forwards, num_images)
     rate = work["flops"] / seconds
     shares = ", ".join(f"{100 * read / (peaks[f'{label}_tbs'] * 1e12):.0f} % of the {label} bandwidth"
                        for label in ("datasheet", "measured") if peaks[f"{label}_tbs"])
-    print(f"{provider}: {num_images / seconds:.3f} img/s, reads {read / 1e9:.4g} GB/s ({shares}) over {forwards} "
+    label = "datasheet" if peaks["datasheet_tbs"] else "measured"
+    kv_ceiling = peaks[f"{label}_tbs"] * 1e12 / work["kv_bytes_per_image"]
+    print(f"{provider}: {num_images / seconds:.3f} img/s = {100 * num_images / seconds / kv_ceiling:.0f} % of the "
+          f"KV-read ceiling at the {label} bandwidth; reads {read / 1e9:.4g} GB/s ({shares}) over {forwards} "
           f"forwards, {rate / 1e12:.3g} TFLOP/s")
     return [{**common, "provider": provider, "metric": "decode_read_gbs", "value": read / 1e9, "unit": "GB/s"},
-            {**common, "provider": provider, "metric": "decode_tflops", "value": rate / 1e12, "unit": "TFLOP/s"}]
+            {**common, "provider": provider, "metric": "decode_tflops", "value": rate / 1e12, "unit": "TFLOP/s"},
+            {**common, "provider": provider, "metric": f"share_of_kv_ceiling_{label}",
+             "value": num_images / seconds / kv_ceiling, "unit": "fraction"}]
 
 
 def hf_rows(common, peaks, hf, current, rollouts) -> list[dict]:

@@ -60,3 +60,22 @@ def test_gpu_bench_smoke(tmp_path):
     assert len(logs) == 1
     text = logs[0].read_text()
     assert "janus: ok" in text and "bagel: ok" in text, text[-2000:]
+
+
+def test_random_janus_weights_equal_in_both_providers(tmp_path, monkeypatch):
+    """The bench's on-device random weights: transformers' model gets the engine model's values, name by name."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from janus_hf import build_transformers_janus
+
+    from unicorn.models.janus_checkpoint import name_to_hf_key
+    from unicorn.models.janus_tiny import build_random_janus, write_janus_files
+
+    write_janus_files(str(tmp_path), preset="tiny")
+    ours = build_random_janus(str(tmp_path), device="cpu", dtype=torch.bfloat16, seed=3)
+    theirs = dict(build_transformers_janus(str(tmp_path), "cpu", torch.bfloat16, "device", seed=3).named_parameters())
+    names = dict(ours.named_parameters())
+    assert len(names) == len(theirs)
+    for name, p in names.items():
+        assert p.dtype == torch.bfloat16 and torch.equal(p, theirs[name_to_hf_key(name)]), name
