@@ -23,7 +23,7 @@ for arg in "$@"; do
     case $arg in
         janus|bagel|all) part=$arg ;;
         --smoke) smoke=1 ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$arg' (expected janus, bagel or all, and optionally --smoke)" >&2; exit 2 ;;
     esac
 done
