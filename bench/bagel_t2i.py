@@ -5,10 +5,11 @@ text CFG only), same noise for every provider (rows record the max latent differ
 ``official_loop`` (the official loop's shape on cached contexts: one image at a time, one forward per branch),
 ``batched`` (BagelInference: every branch of every rollout in one forward per step) and ``engine``
 (Engine.generate_images: paged KV, the contexts prefilled once, step-granularity batching). Each provider is
-warmed up on one image of the same size (2 timesteps) before it is timed. ``--configs 512:20,1024:50:2`` times
-several SIZE:STEPS[:ROLLOUTS] settings after one model build (rows written after each); every config prints
-s/img, the denoising FLOPs counted from the shapes (bench/roofline.py), the TFLOP/s reached next to the
-device's (datasheet and measured, bench/device_stats.py) and the peak memory of each provider.
+warmed up on one prompt's rollouts at the same size for one step (2 timesteps) before it is timed.
+``--configs 512:20,1024:50:2`` times several SIZE:STEPS[:ROLLOUTS] settings after one model build (rows written
+as each provider finishes); every config prints s/img, the denoising FLOPs counted from the shapes
+(bench/roofline.py), the TFLOP/s reached next to the device's (datasheet and measured, bench/device_stats.py)
+and the peak memory of each provider.
 
 Judge: ``--judge N`` understanding requests (a ViT image + a question, greedy, ``--judge-tokens`` tokens each, EOS
 ignored so every provider decodes the same count): ``engine`` (all submitted at once) against batch 1 (``engine``
@@ -64,7 +65,8 @@ def parse_args() -> argparse.Namespace:
     if args.no_engine and "engine" in args.providers:
         args.providers.remove("engine")
     try:
-        specs = [[int(x) for x in c.split(":")] for c in args.configs.split(",")] if args.configs else [[args.size, args.steps]]
+        specs = ([[int(x) for x in c.split(":")] for c in args.configs.split(",")] if args.configs
+                 else [[args.size, args.steps]])
         args.configs = [(c[0], c[1], c[2] if len(c) > 2 else args.rollouts) for c in specs if 2 <= len(c) <= 3]
         assert len(args.configs) == len(specs)
     except (ValueError, AssertionError):
@@ -116,7 +118,8 @@ def _t2i(model, args, size, steps, rollouts, device, peaks, stamp) -> None:
     """Times each provider on one config and writes its rows as soon as it is done (a killed run keeps them)."""
     infer = BagelInference(model)
     jobs, prompts, seeds, scales = _jobs(infer, args, size, steps, rollouts)
-    warm_jobs, warm_prompts, warm_seeds, warm_scales = _jobs(infer, args, size, 2, 1, seed_base=10**6, prompts=1)
+    # the warm-up: the same shape (one prompt's rollouts, all branches) for one step, on another prompt
+    warm_jobs, warm_prompts, warm_seeds, warm_scales = _jobs(infer, args, size, 2, rollouts, seed_base=10**6, prompts=1)
     flops = sum(bagel_denoise_flops(model, size, size, job.params, job.context.length, job.cfg_text_context.length)
                 for job in jobs)
     config = dict(preset=args.preset, prompts=args.prompts, rollouts=rollouts, num_timesteps=steps, size=size,
@@ -154,8 +157,8 @@ def _t2i(model, args, size, steps, rollouts, device, peaks, stamp) -> None:
             print(f"  {name} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             continue
         finally:
-            gc.collect()
             if args.device.startswith("cuda"):
+                gc.collect()
                 torch.cuda.empty_cache()
         sec = monitor.seconds
         if name == "official_loop":

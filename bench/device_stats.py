@@ -150,6 +150,7 @@ def _nvml_handle(device: torch.device):
         return None
     try:
         pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetHandleByIndex(device.index if device.index is not None else torch.cuda.current_device())
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return pynvml.nvmlDeviceGetHandleByIndex(index)
     except pynvml.NVMLError:
         return None

@@ -50,17 +50,18 @@ def _static_cache_compat(model):
 class TransformersJanus:
     """Times ``generate(generation_mode="image")`` with CFG 5, temperature 1, ``rollouts`` return sequences.
 
-    The model is built and warmed up (as the engine: one image of ``warm_prompt``, generated and decoded) at the
-    first timing that needs it, and freed by :meth:`release`, so that each engine of the run gets the device to
-    itself. What was timed is kept (token generation by mode and prompts per call, decoding by image count): a
-    later workload whose calls were timed already (chunks of ``hf_prompts``) reuses the time without the model."""
+    The model is built and warmed up (as the engine: ``warm_n`` images of each of ``warm_prompts``, generated in one
+    call and decoded) at the first timing that needs it, and freed by :meth:`release`, so that each engine of the
+    run gets the device to itself. What was timed is kept (token generation by mode and prompts per call, decoding
+    by image count): a later workload whose calls were timed already (chunks of ``hf_prompts``) reuses the time
+    without the model."""
 
     def __init__(self, path: str, device: str, dtype: torch.dtype, weights: str, rollouts: int,
-                 warm_prompt: list[int]):
+                 warm_prompts: list[list[int]], warm_n: int):
         from transformers import GenerationConfig
 
         self.path, self.device, self.dtype, self.weights, self.rollouts = path, device, dtype, weights, rollouts
-        self.warm_prompt = warm_prompt
+        self.warm_prompts, self.warm_n = warm_prompts, warm_n
         self.pad = GenerationConfig.from_pretrained(path).pad_token_id
         self.model = None
         self._timed: dict[tuple[str, int], Monitor] = {}
@@ -69,9 +70,10 @@ class TransformersJanus:
     def _ready(self):
         if self.model is None:
             self.model = build_transformers_janus(self.path, self.device, self.dtype, self.weights)
-            codes = self._generate([self.warm_prompt], 1)  # [1, num_image_tokens]
+            codes = self._generate(self.warm_prompts, self.warm_n)  # [images, num_image_tokens]
             with torch.no_grad():
-                self.model.decode_image_tokens(codes)
+                for i in range(0, len(codes), 8):  # the engine's chunks
+                    self.model.decode_image_tokens(codes[i : i + 8])
             sync(self.device)
         return self.model
 

@@ -18,9 +18,10 @@ def matrix_params(module: nn.Module, keep=lambda name: True) -> int:
 def janus_decode_work(model, tokens: int, prompt_lens: list[int], rollouts: int, kv_bytes_per_token: int,
                       weight_bytes: int, forwards: int) -> dict:
     """The token generation of ``rollouts`` CFG images of ``tokens`` codes per prompt (``prompt_lens``: each
-    prompt's length, the unconditional row's is the same): KV bytes read (each of the 2 rows of an image reads its whole context at
-    every decode step), weight bytes read (``weight_bytes`` once per forward: ``forwards`` steps or calls), and the
-    FLOPs (2 per MAC of every row's decoder layers and image head, attention 4 * context * heads * head_dim)."""
+    prompt's length, the unconditional row's is the same): KV bytes read (each of the 2 rows of an image reads its
+    whole context at every decode step), weight bytes read (``weight_bytes`` once per forward: ``forwards`` steps
+    or calls), and the FLOPs (2 per MAC of every row's decoder layers and image head; attention 4 * context *
+    heads * head_dim per row and step)."""
     spec = model.spec
     decode_steps = tokens - 1  # the prefill gives the first token
     # the decode step making token i + 1 reads a context of p + i tokens (i = 1 .. tokens - 1), on both rows
@@ -56,7 +57,8 @@ def bagel_forward_flops(model, num_latent: int, context_len: int) -> int:
     side = matrix_params(model.vae2llm) + matrix_params(model.llm2vae) + matrix_params(model.time_embedder)
     queries = num_latent + 2
     linear = 2 * (num_latent * (gen + side) + 2 * und)
-    attention = 4 * queries * (context_len + queries) * arch.num_attention_heads * arch.head_dim * arch.num_hidden_layers
+    attention = (4 * queries * (context_len + queries) * arch.num_attention_heads * arch.head_dim
+                 * arch.num_hidden_layers)
     return linear + attention
 
 

@@ -84,9 +84,11 @@ run_part() {
 }
 
 preflight() {
+    local commit dirty
+    commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+    dirty=$(git diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')
     echo "run.sh $part$([ "$smoke" = 1 ] && echo ' --smoke') at $(date -u +%Y-%m-%dT%H:%M:%SZ), commit" \
-        "$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty)')," \
-        "python $py, rows to $out"
+        "$commit$dirty, python $py, rows to $out"
     if [ "$smoke" = 1 ]; then
         return 0
     fi
