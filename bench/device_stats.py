@@ -100,7 +100,7 @@ class Monitor:
             if handle is not None:
                 self._thread = threading.Thread(target=self._sample, args=(handle,), daemon=True)
                 self._thread.start()
-        self._start = time.perf_counter()
+        self.start = time.perf_counter()
         return self
 
     def _sample(self, handle) -> None:
@@ -114,7 +114,7 @@ class Monitor:
 
     def __exit__(self, *exc) -> None:
         sync(self.device)
-        self.seconds = time.perf_counter() - self._start
+        self.seconds = time.perf_counter() - self.start
         if self.device.type == "cuda":
             self.peak_gib = torch.cuda.max_memory_allocated() / 2**30
             if self._thread is not None:

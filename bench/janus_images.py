@@ -26,6 +26,7 @@ import gc
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -274,6 +275,7 @@ def hf_rows(common, peaks, hf, current, rollouts) -> list[dict]:
 # head (cfg_head_mix=False), the one-pass sampling op after torch's CFG, separate q/k/v and gate/up GEMMs.
 # The codes may differ: the head mix rounds differently, and a sampled token that flips changes the rest.
 PREVIOUS_KWARGS = {"cfg_head_mix": False}
+PROGRESS_S = 30  # seconds between progress lines of a timed engine run
 
 
 def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=False) -> dict:
@@ -313,8 +315,13 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=Fa
     request_ids = [engine.submit_image(p, params) for p in texts]
     finished = {}
     with Monitor(args.device) as monitor:
+        report_at = time.perf_counter() + PROGRESS_S
         while engine.has_unfinished():
             finished.update((o.request_id, o) for o in engine.step() if o.finished)
+            if time.perf_counter() > report_at:  # progress, for a run that ends at its time limit
+                report_at += PROGRESS_S
+                print(f"  ... {len(finished) * args.rollouts}/{num_images} images after "
+                      f"{time.perf_counter() - monitor.start:.0f}s, {engine.stats.num_steps - steps_before} steps")
     tokens_s = monitor.seconds
     if profile is not None:
         profile.detach()
