@@ -12,6 +12,10 @@
 # bench/results/gpu/<time>-<part>.log. Each part runs under its own time limit (JANUS_BUDGET_S, BAGEL_BUDGET_S:
 # 240 s each), and writes its rows as they exist, so a hang or a failure in one part leaves the other's rows.
 #
+# Where $OUT names a folder (the lent machines return only what is under it), the log is written there too, as
+# $OUT/results/gpu/<time>-<part>.log, and each results file, whole, is copied to $OUT/results/ after each part:
+# copy them over bench/results/ in the checkout the call was made from, then commit.
+#
 # --smoke (or UNICORN_GPU_SMOKE=1): the same code paths with tiny presets on the CPU in seconds, rows and log
 # under UNICORN_BENCH_OUT (default: a new temporary directory); tests/test_gpu_bench_smoke.py runs it.
 # PYTHON names the interpreter (default: python3).
@@ -45,7 +49,13 @@ else
     bagel_budget=${BAGEL_BUDGET_S:-240}
 fi
 mkdir -p "$out/gpu" || exit 1
-log="$out/gpu/$(date -u +%Y%m%dT%H%M%SZ)-$part$([ "$smoke" = 1 ] && echo -smoke).log"
+log_name="$(date -u +%Y%m%dT%H%M%SZ)-$part$([ "$smoke" = 1 ] && echo -smoke).log"
+log="$out/gpu/$log_name"
+back=""  # the folder the lent machine returns, when there is one
+if [ "$smoke" != 1 ] && [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+    back="$OUT/results"
+    mkdir -p "$back/gpu" || exit 1
+fi
 
 if [ "$smoke" = 1 ]; then
     janus_args=(--preset tiny --device cpu --dtype float32 --weights device --prompts 2,3 --rollouts 2
@@ -80,13 +90,19 @@ run_part() {
     esac
     echo "=== $name: $status after $(( SECONDS - start ))s; $added rows added to $results ==="
     summary+=("$name: $status, $added rows")
+    if [ -n "$back" ] && [ -f "$results" ]; then
+        cp "$results" "$back/" && echo "copied $results to $back/"
+    fi
     [ "$rc" = 0 ]
 }
 
 preflight() {
-    local commit dirty
-    commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
-    dirty=$(git diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')
+    local commit dirty=""
+    if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+        git diff --quiet HEAD 2>/dev/null || dirty=" (uncommitted changes)"
+    else
+        commit="? (no git repository here)"
+    fi
     echo "run.sh $part$([ "$smoke" = 1 ] && echo ' --smoke') at $(date -u +%Y-%m-%dT%H:%M:%SZ), commit" \
         "$commit$dirty, python $py, rows to $out"
     if [ "$smoke" = 1 ]; then
@@ -129,5 +145,9 @@ main() {
     return $ok
 }
 
-main 2>&1 | tee -a "$log"
+if [ -n "$back" ]; then
+    main 2>&1 | tee -a "$log" "$back/gpu/$log_name"
+else
+    main 2>&1 | tee -a "$log"
+fi
 exit "${PIPESTATUS[0]}"
