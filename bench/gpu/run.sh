@@ -130,7 +130,7 @@ EOF
 
 main() {
     summary=()
-    preflight || return 1
+    preflight || return 3
     local ok=0
     if [ "$part" = janus ] || [ "$part" = all ]; then
         run_part janus "$janus_budget" janus_images.jsonl bench/janus_images.py "${janus_args[@]}" || ok=1
@@ -150,4 +150,9 @@ if [ -n "$back" ]; then
 else
     main 2>&1 | tee -a "$log"
 fi
-exit "${PIPESTATUS[0]}"
+rc=${PIPESTATUS[0]}
+if [ "$rc" = 3 ]; then  # no device: nothing ran, so no log is left among the results
+    rm -f "$log"
+    rc=1
+fi
+exit "$rc"
