@@ -1,102 +1,204 @@
-"""BAGEL T2I and judge throughput on the CPU, every provider in the same run on the same weights.
+"""BAGEL T2I and judge throughput, every provider in the same run on the same weights, CPU or GPU.
 
 T2I: the UniCorn Solver's shape (prompts x 8 rollouts, text-CFG scale spread 3..8, CFG on every step, shift 3,
 text CFG only), same noise for every provider (rows record the max latent difference to the official loop):
 ``official_loop`` (the official loop's shape on cached contexts: one image at a time, one forward per branch),
 ``batched`` (BagelInference: every branch of every rollout in one forward per step) and ``engine``
-(Engine.generate_images: paged KV, the contexts prefilled once, step-granularity batching).
+(Engine.generate_images: paged KV, the contexts prefilled once, step-granularity batching). Each provider is
+warmed up on one prompt's rollouts at the same size for one step (2 timesteps) before it is timed.
+``--configs 512:20,1024:50:2`` times several SIZE:STEPS[:ROLLOUTS] settings after one model build (rows written
+as each provider finishes); every config prints s/img, the denoising FLOPs counted from the shapes
+(bench/roofline.py), the TFLOP/s reached next to the device's (datasheet and measured, bench/device_stats.py)
+and the peak memory of each provider.
 
 Judge: ``--judge N`` understanding requests (a ViT image + a question, greedy, ``--judge-tokens`` tokens each, EOS
 ignored so every provider decodes the same count): ``engine`` (all submitted at once) against batch 1 (``engine``
 with max_num_seqs=1, and the official shape: BagelInference on cached contexts, one request at a time).
 
     PYTHONPATH=. python bench/bagel_t2i.py --preset cpu-small --prompts 2 --steps 10 --size 128 --judge 16
+    PYTHONPATH=. python bench/bagel_t2i.py --preset bagel-7b-mot --device cuda --dtype bfloat16 --prompts 1 \
+        --configs 512:20:8,1024:50:2          # a GPU (bench/gpu/run.sh); weights built on the device
 """
 from __future__ import annotations
 
 import argparse
-import time
+import gc
 
 import torch
 
-from bench.common import device_name, versions, write_rows
+from bench.common import device_name, run_stamp, versions, write_rows
+from bench.device_stats import Monitor, device_peaks
+from bench.roofline import bagel_denoise_flops
 from unicorn.engine.llm_engine import Engine
 from unicorn.engine.params import ImageGenParams, SamplingParams
 from unicorn.models.bagel_flow import FlowParams
 from unicorn.models.bagel_infer import BagelInference, ImageJob
 from unicorn.models.bagel_tiny import build_random_bagel
 
+PROVIDERS = ("official_loop", "engine", "batched")  # the order they run in
 
-def main() -> None:
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--rollouts", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10, help="num_timesteps (forwards per branch = steps - 1)")
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--configs", default=None,
+                    help="SIZE:STEPS[:ROLLOUTS],... timed in turn (default: --size:--steps:--rollouts)")
+    ap.add_argument("--providers", default=",".join(PROVIDERS),
+                    help="T2I providers, comma-separated (official_loop always runs: it is the baseline)")
     ap.add_argument("--judge", type=int, default=0, help="judge requests (0: no judge rows)")
     ap.add_argument("--judge-tokens", type=int, default=32)
     ap.add_argument("--judge-image", type=int, default=224, help="ViT image side in px (clipped to the table)")
     ap.add_argument("--no-engine", action="store_true", help="T2I without the engine row")
     ap.add_argument("--out", default="bench/results/bagel_t2i.jsonl")
     args = ap.parse_args()
+    providers = [p for p in args.providers.split(",") if p]
+    unknown = [p for p in providers if p not in PROVIDERS]
+    if unknown:
+        ap.error(f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDERS)}")
+    args.providers = [p for p in PROVIDERS if p in providers or p == "official_loop"]
+    if args.no_engine and "engine" in args.providers:
+        args.providers.remove("engine")
+    try:
+        specs = ([[int(x) for x in c.split(":")] for c in args.configs.split(",")] if args.configs
+                 else [[args.size, args.steps]])
+        args.configs = [(c[0], c[1], c[2] if len(c) > 2 else args.rollouts) for c in specs if 2 <= len(c) <= 3]
+        assert len(args.configs) == len(specs)
+    except (ValueError, AssertionError):
+        ap.error(f"--configs takes SIZE:STEPS[:ROLLOUTS] separated by commas, got {args.configs!r}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
-    model = build_random_bagel(args.preset, dtype=torch.float32, seed=0)
-    infer = BagelInference(model)
-    gen = torch.Generator().manual_seed(1)
-    tokens = (args.size // 16) ** 2
-    scales = torch.linspace(3.0, 8.0, args.rollouts).tolist()  # method.md §2: the official spread
+    device = device_name(args.device)
+    print(f"device {device}; {', '.join(f'{k} {v}' for k, v in versions().items())}")
+    peaks = device_peaks(args.device, dtype)
+    with Monitor(args.device) as build:
+        model = build_random_bagel(args.preset, device=args.device, dtype=dtype, seed=0)
+    print(f"{args.preset} built on {args.device} in {args.dtype}: {build.seconds:.1f}s, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters; {build.describe()}")
+    stamp = run_stamp()  # one time for every row of the run, written as each provider finishes
+    for size, steps, rollouts in args.configs:
+        _t2i(model, args, size, steps, rollouts, device, peaks, stamp)
+    if args.judge:
+        write_rows(args.out, _judge(model, BagelInference(model), args), stamp=stamp)
+    print(f"rows appended to {args.out}")
+
+
+def _jobs(infer, args, size, steps, rollouts, seed_base=0, prompts=None):
+    """prompts x rollouts ImageJobs over prefilled contexts (the empty uncond context shared), with the engine's
+    noise; returns (jobs, prompts, seeds, scales)."""
+    gen = torch.Generator().manual_seed(1 + seed_base)
+    tokens = (size // 16) ** 2
+    scales = torch.linspace(3.0, 8.0, rollouts).tolist()  # method.md §2: the official spread
     uncond = infer.new_context()  # empty: shared by every request
-    jobs, prompts, seeds = [], [], []
-    for k in range(args.prompts):
-        prompts.append(torch.randint(0, 400, (24,), generator=gen).tolist())
-        seeds.append([1000 * k + i for i in range(args.rollouts)])
+    jobs, prompt_ids, seeds = [], [], []
+    for k in range(args.prompts if prompts is None else prompts):
+        prompt_ids.append(torch.randint(0, 400, (24,), generator=gen).tolist())
+        seeds.append([seed_base + 1000 * k + i for i in range(rollouts)])
         ctx = infer.new_context()
-        infer.add_text([ctx], [prompts[-1]])
+        infer.add_text([ctx], [prompt_ids[-1]])
         for s, seed in zip(scales, seeds[-1]):
-            params = FlowParams(num_timesteps=args.steps, timestep_shift=3.0, cfg_text_scale=s, cfg_img_scale=1.0,
+            params = FlowParams(num_timesteps=steps, timestep_shift=3.0, cfg_text_scale=s, cfg_img_scale=1.0,
                                 cfg_interval=(0.0, 1.0))
             noise = torch.randn(tokens, 64, generator=torch.Generator().manual_seed(seed))  # the engine's noise
-            jobs.append(ImageJob(ctx, uncond, args.size, args.size, noise, params))
-    timings = {}
-    outputs = {}
-    for name, run in (("official_loop", infer.generate_images_sequential), ("batched", infer.generate_images)):
-        t0 = time.perf_counter()
-        outputs[name] = run(jobs)
-        timings[name] = time.perf_counter() - t0
-    if not args.no_engine:
-        t0 = time.perf_counter()
-        outputs["engine"] = _engine_t2i(model, prompts, seeds, scales, args)
-        timings["engine"] = time.perf_counter() - t0
-    diffs = {name: max(float((a - b).abs().max()) for a, b in zip(out, outputs["official_loop"]))
-             for name, out in outputs.items()}
-    config = dict(preset=args.preset, prompts=args.prompts, rollouts=args.rollouts, num_timesteps=args.steps,
-                  size=args.size, threads=torch.get_num_threads())
-    rows = [dict(bench="bagel_t2i", provider=name, metric="images_per_s", value=len(jobs) / sec, unit="img/s",
-                 config=dict(config, max_latent_diff=diffs[name]), device=device_name(), versions=versions())
-            for name, sec in timings.items()]
-    for row in rows:
-        print(f"t2i {row['provider']:>14}: {row['value']:.2f} img/s (max latent diff {row['config']['max_latent_diff']:.1e})")
-    base = timings["official_loop"]
-    print("t2i speedup vs official loop: " + ", ".join(f"{k} {base / v:.2f}x" for k, v in timings.items() if k != "official_loop"))
-    if args.judge:
-        rows += _judge(model, infer, args)
-    write_rows(args.out, rows)
+            jobs.append(ImageJob(ctx, uncond, size, size, noise, params))
+    return jobs, prompt_ids, seeds, scales
 
 
-def _engine(model, **kwargs) -> Engine:
-    return Engine("<random bagel>", model=model, num_kv_blocks=kwargs.pop("num_kv_blocks", 2048), block_size=16,
-                  **kwargs)
+def _t2i(model, args, size, steps, rollouts, device, peaks, stamp) -> None:
+    """Times each provider on one config and writes its rows as soon as it is done (a killed run keeps them)."""
+    infer = BagelInference(model)
+    jobs, prompts, seeds, scales = _jobs(infer, args, size, steps, rollouts)
+    # the warm-up: the same shape (one prompt's rollouts, all branches) for one step, on another prompt
+    warm_jobs, warm_prompts, warm_seeds, warm_scales = _jobs(infer, args, size, 2, rollouts, seed_base=10**6, prompts=1)
+    flops = sum(bagel_denoise_flops(model, size, size, job.params, job.context.length, job.cfg_text_context.length)
+                for job in jobs)
+    config = dict(preset=args.preset, prompts=args.prompts, rollouts=rollouts, num_timesteps=steps, size=size,
+                  dtype=args.dtype, threads=torch.get_num_threads())
+    common = dict(bench="bagel_t2i", device=device, versions=versions())
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    print(f"\n== {size}x{size}, {steps} timesteps, {args.prompts} prompt(s) x {rollouts} rollouts "
+          f"({len(jobs)} images): {flops / len(jobs) / 1e12:.3g} TFLOP of denoising per image; weights "
+          f"{weights:.1f} GiB ==")
+    rows = [dict(common, provider="workload", config=config, metric="denoise_tflop_per_image",
+                 value=flops / len(jobs) / 1e12, unit="TFLOP"),
+            dict(common, provider="model", config=config, metric="weights_gib", value=weights, unit="GiB")]
+    for label in ("datasheet", "measured"):
+        if peaks[f"{label}_tflops"]:
+            ceiling = flops / len(jobs) / (peaks[f"{label}_tflops"] * 1e12)
+            rows.append(dict(common, provider=f"limit-{label}", config=config, metric="s_per_image", value=ceiling,
+                             unit="s"))
+            print(f"  ceiling at the {label} {peaks[f'{label}_tflops']:.3g} TFLOP/s: {ceiling:.3g} s/img")
+    write_rows(args.out, rows, stamp=stamp)
+    runs = {"official_loop": infer.generate_images_sequential, "batched": infer.generate_images,
+            "engine": lambda js: _engine_t2i(model, prompts, seeds, scales, size, steps, args.device)}
+    warm = {"official_loop": lambda: infer.generate_images_sequential(warm_jobs),
+            "batched": lambda: infer.generate_images(warm_jobs),
+            "engine": lambda: _engine_t2i(model, warm_prompts, warm_seeds, warm_scales, size, 2, args.device)}
+    sheet, measured = peaks["datasheet_tflops"], peaks["measured_tflops"]
+    print(f"  {'provider':<14} {'img/s':>8} {'s/img':>8} {'TFLOP/s':>8} {'of sheet':>9} {'of measured':>12} "
+          f"{'peak GiB':>9} {'vs official':>12}  max latent diff  (peak: torch's allocator on a GPU, RSS on a CPU)")
+    baseline = baseline_s = None
+    for name in args.providers:
+        try:
+            warm[name]()
+            with Monitor(args.device) as monitor:
+                out = runs[name](jobs)
+        except Exception as e:  # e.g. out of memory: the other providers' rows stand
+            print(f"  {name} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        finally:
+            if args.device.startswith("cuda"):
+                gc.collect()
+                torch.cuda.empty_cache()
+        sec = monitor.seconds
+        if name == "official_loop":
+            baseline, baseline_s = out, sec
+        diff = (max(float((a.float() - b.to(a.device).float()).abs().max()) for a, b in zip(out, baseline))
+                if baseline is not None else float("nan"))
+        cfg = dict(config, max_latent_diff=diff)
+        tflops = flops / sec / 1e12
+        share = f"{100 * tflops / sheet:8.0f}%" if sheet else f"{'-':>9}"
+        speedup = baseline_s / sec if baseline_s else None
+        print(f"  {name:<14} {len(jobs) / sec:8.3f} {sec / len(jobs):8.2f} {tflops:8.3g} {share} "
+              f"{100 * tflops / measured:11.0f}% {monitor.peak_gib:9.1f} "
+              f"{(f'{speedup:11.2f}x' if speedup else f'{chr(45):>12}')}  {diff:.1e}")
+        base = dict(common, provider=name, config=cfg)
+        rows = [dict(base, metric="images_per_s", value=len(jobs) / sec, unit="img/s"),
+                dict(base, metric="s_per_image", value=sec / len(jobs), unit="s"),
+                dict(base, metric="denoise_tflops", value=tflops, unit="TFLOP/s")]
+        if sheet:
+            rows.append(dict(base, metric="mfu_datasheet", value=tflops / sheet, unit="fraction"))
+        if speedup and name != "official_loop":
+            rows.append(dict(base, metric="speedup_vs_official_loop", value=speedup, unit="x"))
+        rows += monitor.rows(dict(common, config=cfg), name)
+        write_rows(args.out, rows, stamp=stamp)
 
 
-def _engine_t2i(model, prompts, seeds, scales, args) -> list[torch.Tensor]:
+def _engine(model, device="cpu", **kwargs) -> Engine:
+    return Engine("<random bagel>", model=model, device=device, num_kv_blocks=kwargs.pop("num_kv_blocks", 2048),
+                  block_size=16, **kwargs)
+
+
+def _engine_t2i(model, prompts, seeds, scales, size, steps, device) -> list[torch.Tensor]:
     ids = model.token_ids
-    params = [ImageGenParams(n=len(scales), cfg_scale=scales, seed=s, num_timesteps=args.steps, timestep_shift=3.0,
-                             cfg_img_scale=1.0, cfg_interval=(0.0, 1.0), height=args.size, width=args.size,
+    params = [ImageGenParams(n=len(scales), cfg_scale=scales, seed=s, num_timesteps=steps, timestep_shift=3.0,
+                             cfg_img_scale=1.0, cfg_interval=(0.0, 1.0), height=size, width=size,
                              decode=False)  # the other providers stop at the latents too
               for s in seeds]
-    tokens_per_step = len(prompts) * len(scales) * 2 * ((args.size // 16) ** 2 + 2)
-    with _engine(model, max_num_batched_tokens=max(4096, tokens_per_step)) as engine:
+    tokens_per_step = len(prompts) * len(scales) * 2 * ((size // 16) ** 2 + 2)
+    blocks = max(2048, 2 * -(-tokens_per_step // 16) + 16 * len(prompts))  # query rows + their prompts' blocks
+    with _engine(model, device=device, num_kv_blocks=blocks,
+                 max_num_batched_tokens=max(4096, tokens_per_step)) as engine:
         request_ids = [engine.submit_image([ids.im_start, *p, ids.im_end], q) for p, q in zip(prompts, params)]
         done = engine.run()
         outs = [done[i] for i in request_ids]
@@ -119,23 +221,22 @@ def _judge(model, infer, args) -> list[dict]:
     params = SamplingParams(temperature=0.0, max_tokens=args.judge_tokens, ignore_eos=True)
     timings, tokens = {}, {}
     for name, kwargs in (("engine", {}), ("engine_batch1", dict(max_num_seqs=1))):
-        with _engine(model, **kwargs) as engine:
-            t0 = time.perf_counter()
-            outs = engine.generate(prompts, params)
-            timings[name] = time.perf_counter() - t0
+        with _engine(model, device=args.device, **kwargs) as engine:
+            with Monitor(args.device) as monitor:
+                outs = engine.generate(prompts, params)
+        timings[name] = monitor.seconds
         tokens[name] = [o.token_ids for o in outs]
-    t0 = time.perf_counter()
-    official = []
-    for img, q in requests:  # the official shape: one request at a time on cached contexts
-        ctx = infer.new_context()
-        infer.add_vit_images([ctx], [img])
-        infer.add_text([ctx], [q])
-        official.append(infer.generate_text([ctx], max_tokens=args.judge_tokens))
-    timings["official_batch1"] = time.perf_counter() - t0
+    with Monitor(args.device) as monitor:
+        for img, q in requests:  # the official shape: one request at a time on cached contexts
+            ctx = infer.new_context()
+            infer.add_vit_images([ctx], [img.to(infer.device)])
+            infer.add_text([ctx], [q])
+            infer.generate_text([ctx], max_tokens=args.judge_tokens)
+    timings["official_batch1"] = monitor.seconds
     config = dict(preset=args.preset, requests=args.judge, image=side, max_tokens=args.judge_tokens,
                   threads=torch.get_num_threads(), same_tokens_as_batch1=tokens["engine"] == tokens["engine_batch1"])
     rows = [dict(bench="bagel_judge", provider=name, metric="requests_per_s", value=args.judge / sec, unit="req/s",
-                 config=config, device=device_name(), versions=versions()) for name, sec in timings.items()]
+                 config=config, device=device_name(args.device), versions=versions()) for name, sec in timings.items()]
     for row in rows:
         print(f"judge {row['provider']:>15}: {row['value']:.2f} req/s")
     print(f"judge speedup: {timings['engine_batch1'] / timings['engine']:.2f}x vs engine batch 1, "

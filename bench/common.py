@@ -28,11 +28,16 @@ def versions() -> dict:
     return found
 
 
-def write_rows(path: str | Path, rows: list[dict]) -> None:
-    """Appends rows (each: bench, provider, metric, value, unit, config, device, versions, time)."""
+def run_stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def write_rows(path: str | Path, rows: list[dict], stamp: str | None = None) -> None:
+    """Appends rows (each: bench, provider, metric, value, unit, config, device, versions, time); ``stamp`` (a
+    :func:`run_stamp`) gives the rows one run writes in parts the same time, by default now."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = stamp or run_stamp()
     with path.open("a") as f:
         for row in rows:
             f.write(json.dumps({**row, "time": stamp}) + "\n")

@@ -2,12 +2,15 @@
 
     write_random_janus_checkpoint("/tmp/janus-tiny", preset="tiny", seed=0)
     write_random_janus_checkpoint("/tmp/janus-7b", preset="janus-pro-7b", dtype=torch.bfloat16)
+    write_janus_files("/tmp/janus-7b", preset="janus-pro-7b")          # config and tokenizer only, then
+    model = build_random_janus("/tmp/janus-7b", device="cuda", dtype=torch.bfloat16)   # weights on the device
 """
 from __future__ import annotations
 
 import copy
 import json
 import os
+import zlib
 
 import torch
 
@@ -114,16 +117,32 @@ def janus_hf_config(preset: str = "tiny", *, text=None, vision=None, vq=None, sp
     }
 
 
-def _random_tensor(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+def _mean_std(name: str, shape: torch.Size) -> tuple[float, float]:
     if name.endswith("bias"):
-        return torch.randn(shape, generator=gen) * 0.02
+        return 0.0, 0.02
     if len(shape) == 1:  # RMSNorm / LayerNorm / GroupNorm scales
-        return 1.0 + torch.randn(shape, generator=gen) * 0.05
+        return 1.0, 0.05
     if "quantize.embedding" in name:
-        return torch.randn(shape, generator=gen)
+        return 0.0, 1.0
     if len(shape) == 4:  # convolutions: keep activations O(1) through the VQ stack
-        return torch.randn(shape, generator=gen) * shape[1:].numel() ** -0.5
-    return torch.randn(shape, generator=gen) * 0.02
+        return 0.0, shape[1:].numel() ** -0.5
+    return 0.0, 0.02
+
+
+def _random_tensor(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+    mean, std = _mean_std(name, shape)
+    tensor = torch.randn(shape, generator=gen) * std
+    return tensor + mean if mean else tensor
+
+
+def fill_random_(name: str, tensor: torch.Tensor, seed: int = 0) -> None:
+    """Fills ``tensor`` (a parameter named ``name`` in JanusModel's terms) in place, on its device and in its dtype,
+    from a generator seeded by (seed, name): the same name, shape, dtype and device give the same values whatever
+    module holds the tensor (the bench fills transformers' model by mapping its keys to these names)."""
+    mean, std = _mean_std(name, tensor.shape)
+    gen = torch.Generator(device=tensor.device).manual_seed((seed << 32) + zlib.crc32(name.encode()))
+    with torch.no_grad():
+        tensor.normal_(mean, std, generator=gen)
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -131,22 +150,18 @@ def _write_json(path: str, data: dict) -> None:
         json.dump(data, f, indent=2, ensure_ascii=False)
 
 
-def write_random_janus_checkpoint(
+def write_janus_files(
     path: str,
     *,
     preset: str = "tiny",
-    seed: int = 0,
     text: dict | None = None,
     vision: dict | None = None,
     vq: dict | None = None,
     tie_word_embeddings: bool = False,
     dtype: torch.dtype = torch.float32,
-    max_shard_bytes: int = 2 << 30,
-) -> str:
-    """Writes config.json, generation_config.json, (sharded) model.safetensors with transformers' key names,
-    tokenizer.json (+ tokenizer_config.json, special_tokens_map.json) and preprocessor_config.json."""
-    from safetensors.torch import save_file
-
+) -> tuple[dict, SpecialTokenIds]:
+    """Writes everything of a checkpoint but its weights: config.json, generation_config.json, tokenizer.json
+    (+ tokenizer_config.json, special_tokens_map.json) and preprocessor_config.json; returns (config, special ids)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     os.makedirs(path, exist_ok=True)
@@ -185,7 +200,26 @@ def write_random_janus_checkpoint(
         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255, "min_size": 14,
         "do_resize": True, "do_rescale": True, "do_normalize": True, "do_pad": True, "resample": 3,
     })
+    return config, ids
 
+
+def write_random_janus_checkpoint(
+    path: str,
+    *,
+    preset: str = "tiny",
+    seed: int = 0,
+    text: dict | None = None,
+    vision: dict | None = None,
+    vq: dict | None = None,
+    tie_word_embeddings: bool = False,
+    dtype: torch.dtype = torch.float32,
+    max_shard_bytes: int = 2 << 30,
+) -> str:
+    """Writes the files of :func:`write_janus_files` and (sharded) model.safetensors with transformers' key names."""
+    from safetensors.torch import save_file
+
+    config, ids = write_janus_files(path, preset=preset, text=text, vision=vision, vq=vq,
+                                    tie_word_embeddings=tie_word_embeddings, dtype=dtype)
     arch = janus_arch_from_hf_config(config)
     with torch.device("meta"):
         shapes = [(n, p.shape) for n, p in JanusModel(arch, ids).named_parameters()]
@@ -213,3 +247,24 @@ def write_random_janus_checkpoint(
         weight_map.update({k: file for k in shard})
     _write_json(os.path.join(path, "model.safetensors.index.json"), {"metadata": {}, "weight_map": weight_map})
     return path
+
+
+def build_random_janus(path: str, *, device="cpu", dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> JanusModel:
+    """A JanusModel for the files :func:`write_janus_files` wrote to ``path``, allocated once on ``device`` in
+    ``dtype`` and filled there by :func:`fill_random_` (no weights file, nothing materialised on the host first)."""
+    from unicorn.models.janus_checkpoint import resolve_special_ids
+    from unicorn.models.janus_image import ImageProcessing
+
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    arch = janus_arch_from_hf_config(config)
+    processing = ImageProcessing.from_checkpoint(path, arch.vision.image_size)
+    with torch.device("meta"):
+        model = JanusModel(arch, resolve_special_ids(path, config), processing, dtype=dtype)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    model.language_model.rotary_emb.reset_inv_freq()
+    for name, p in model.named_parameters():
+        fill_random_(name, p, seed)
+    if arch.tie_word_embeddings:
+        model.tie_lm_head()
+    return model.eval()
