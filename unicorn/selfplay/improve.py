@@ -24,7 +24,7 @@ from __future__ import annotations
 import gc
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from unicorn.cpr.schema import KINDS
@@ -48,7 +48,7 @@ class TrainSettings:
     warmup: int = 10
     micro_batch: int = 4
     grad_accum: int = 1
-    seq_len: int = 512
+    seq_len: int | None = None  # packed row length; None: the model's context (the toy model's is 512)
     weight_decay: float = 0.0
     betas: tuple = (0.9, 0.95)
     clip: float = 1.0
@@ -71,11 +71,16 @@ class ImproveConfig:
     device: str = "cpu"
     dtype: str = "float32"
     num_kv_blocks: int | None = None
+    recipe_settings: dict = field(default_factory=dict)  # role settings over the recipe's (load_recipe)
 
     def __post_init__(self):
         from unicorn.selfplay.driver import SelfPlayConfig
 
         SelfPlayConfig(self.num_prompts, seed=self.seed, epoch_size=self.epoch_size)  # checks them
+        if self.train.seq_len is None:  # resolved here, so the run's identity names the length it trains at
+            from unicorn.training.family import context_length
+
+            object.__setattr__(self, "train", replace(self.train, seq_len=context_length(self.model)))
 
     def round_seed(self, round_index: int) -> int:
         """Each round draws new rollouts (same slot structure, other seeds)."""
@@ -126,7 +131,7 @@ class Improver:
         from unicorn.selfplay.recipe import load_recipe
 
         self.cfg, self.out, self.log, self.progress, self.stop_after = cfg, Path(out), log, progress, stop_after
-        self.recipe = load_recipe(cfg.recipe)
+        self.recipe = load_recipe(cfg.recipe, cfg.recipe_settings)
         self.evaluator = load_evaluator(cfg.evaluator, cfg.eval_options) if cfg.evaluator else None
         self.identity = _identity(cfg, self.recipe, self.evaluator)
 
@@ -150,7 +155,8 @@ class Improver:
         summary = selfplay(model, cfg.recipe, SelfPlayConfig(cfg.num_prompts, seed=cfg.round_seed(rnd.index),
                                                              epoch_size=cfg.epoch_size),
                            str(rnd.path("judge", "selfplay")), device=cfg.device, dtype=cfg.dtype,
-                           num_kv_blocks=cfg.num_kv_blocks, progress=self.progress, log=self.log)
+                           num_kv_blocks=cfg.num_kv_blocks, progress=self.progress, log=self.log,
+                           settings=cfg.recipe_settings)
         keys = ("num_slots", "num_prompts", "num_kept", "acceptance_rate", "score_histogram", "parse_failures",
                 "cpr_counts", "per_category")
         return {k: summary[k] for k in keys}
@@ -193,9 +199,8 @@ class Improver:
         trainer = Trainer(self._train_config(rnd, arm, model), log=self.log)
         try:
             def train() -> dict:
-                summary = trainer.train()
-                return {"steps": summary["steps"], "final_loss": summary["final_loss"],
-                        "final_loss_per_kind": summary["final_loss_per_kind"]}
+                summary = trainer.train()  # final_loss_per_kind (Janus) or final_loss_per_term (BAGEL)
+                return {"steps": summary["steps"], **{k: v for k, v in summary.items() if k.startswith("final_loss")}}
 
             self._stage(rnd, prefix + "train", train)
 
