@@ -170,7 +170,8 @@ class Improver:
                               selection="judge" if arm == "judge" else "random")
         if not sum(summary["cpr_counts"].values()):
             raise RunDirError(f"round {rnd.index}: the CPR data set is empty (no prompt's best score reached the "
-                              f"recipe's keep_min_best); nothing to train on")
+                              f"recipe's keep_min_best; {summary['parse_failures']} of {summary['num_rollouts']} judge "
+                              f"replies had no score); nothing to train on")
         return {"cpr_counts": summary["cpr_counts"], "selection": "judge" if arm == "judge" else "random"}
 
     def _train_config(self, rnd: Round, arm: str, model: str):
