@@ -156,15 +156,16 @@ class SelfPlayDriver:
         """One request per role with the recipe's settings, aborted at once: settings the engine refuses (an image
         size the model cannot draw, a prompt longer than its context) stop the run here in one line, before any
         slot fails for them. The probes run no step of the model."""
-        recipe, cat = self.recipe, max(self.recipe.categories, key=lambda c: len(self.recipe.render_judge(c, "")))
+        recipe = self.recipe
+        cat = max(recipe.categories, key=lambda c: len(recipe.render_judge(c, "")))  # the longest judge prompt
         solver = recipe.solver
         # the judge's probe image: the solver's size when the recipe sets it, else the official 1024 px (a PIL
         # image: the engine resizes it to its encoder's input as it does a drawing)
         size = (solver.width or solver.height or 1024, solver.height or solver.width or 1024)
+        examples = list(recipe.categories[cat].seeds)[:recipe.proposer.num_examples]
         probes = {
-            "proposer": self.engine.submit_text(
-                proposer_role.proposer_request(recipe, cat, list(recipe.categories[cat].seeds)[:recipe.proposer.num_examples]),
-                proposer_role.proposer_params(recipe, self.cfg.seed, 0, 0)),
+            "proposer": self.engine.submit_text(proposer_role.proposer_request(recipe, cat, examples),
+                                                proposer_role.proposer_params(recipe, self.cfg.seed, 0, 0)),
             "solver": self.engine.submit_image(recipe.render_solver(cat, "a probe"),
                                                solver_role.solver_params(recipe, self.cfg.seed, 0)),
             "judge": self.engine.submit_text(
@@ -173,7 +174,7 @@ class SelfPlayDriver:
         }
         refused = {rid for rid in probes.values() if self.engine.abort(rid) is None}
         errors = {}
-        while refused:  # a refused request's output (its error) comes from the next step
+        while refused and self.engine.has_unfinished():  # a refused request's output (its error) comes from step()
             for out in self.engine.step():
                 if out.request_id in refused:
                     refused.discard(out.request_id)

@@ -307,7 +307,8 @@ def _with_settings(path: Path, data: bytes, settings: dict) -> bytes:
         return data  # load_recipe reports it
     for section, values in settings.items():
         if section not in SETTING_SECTIONS:
-            raise RecipeError(f"{path}: settings for unknown section {section!r} (one of {', '.join(SETTING_SECTIONS)})")
+            raise RecipeError(f"{path}: settings for unknown section {section!r} "
+                              f"(one of {', '.join(SETTING_SECTIONS)})")
         if not isinstance(top.get(section, {}), dict):
             return data
         top[section] = {**top.get(section, {}), **values}
