@@ -126,6 +126,9 @@ def test_improve_on_tiny_bagel_trains_exports_and_round_two_plays_the_export(tin
 
 
 def test_improve_on_tiny_bagel_with_nothing_kept_stops_in_one_line(tiny_bagel, tmp_path, capsys):
+    # without the tiny settings: refused up front, and --out is left unused
+    assert main(["improve", "--model", tiny_bagel, "--rounds", "1", "--out", str(tmp_path / "improve"), *RUN]) == 2
+    assert "solver request" in capsys.readouterr().err and not (tmp_path / "improve").exists()
     assert main(["improve", "--model", tiny_bagel, "--rounds", "1", "--out", str(tmp_path / "improve"), *TINY,
                  "--train-steps", "1"]) == 2
     err = capsys.readouterr().err.strip()

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from unicorn.cpr.schema import KINDS
+from unicorn.selfplay.driver import SelfPlayError
 from unicorn.selfplay.evaluation import check_result, compare, load_evaluator
 from unicorn.selfplay.store import RunDirError, atomic_write_json, check_same_run, model_digest
 
@@ -105,6 +106,20 @@ def open_out(out: Path, identity: dict) -> bool:
         raise RunDirError(f"{out} is not empty and holds no improve.json: choose another --out")
     atomic_write_json(file, {"format": IMPROVE_FORMAT, "version": IMPROVE_VERSION, "config": identity})
     return False
+
+
+def remove_unstarted(out: Path) -> None:
+    """Undoes ``open_out`` for a new run in which no stage finished (e.g. self-play refused its settings up front),
+    so that the same --out can take other settings."""
+    if any(out.glob("round-*/stages.json")):
+        return
+    for path in out.glob("round-*/input.json"):
+        path.unlink()
+    for path in [*out.glob("round-*"), out / "improve.json", out]:
+        if path.is_file():
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 class Round:
@@ -248,7 +263,12 @@ class Improver:
             rnd = Round(self.out, index)
             rnd.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(rnd.dir / "input.json", {"model": str(Path(model).resolve())})
-            selfplay_summary = self._stage(rnd, "selfplay", lambda: self._selfplay(rnd, model))
+            try:
+                selfplay_summary = self._stage(rnd, "selfplay", lambda: self._selfplay(rnd, model))
+            except SelfPlayError:  # the settings were refused before anything was drawn
+                if not resuming:
+                    remove_unstarted(self.out)
+                raise
             arms = ["judge", "control"] if self.cfg.control else ["judge"]
             results = {}
             for arm in arms:
