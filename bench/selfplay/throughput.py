@@ -67,6 +67,16 @@ class OneAtATime:
     def has_unfinished(self) -> bool:
         return bool(self.queue or self.active or self.done)
 
+    def abort(self, rid: int):
+        """Drops a request still queued here (the driver's preflight probes, aborted before any step)."""
+        from unicorn.engine.outputs import TextOutput
+
+        assert self.active is None or self.active[1] != rid, "only queued requests are aborted here"
+        self.queue = collections.deque(q for q in self.queue if q[0] != rid)
+        self.parts.pop(rid, None)
+        self.n.pop(rid, None)
+        return TextOutput(rid, [], finished=True)
+
     def step(self) -> list:
         if self.active is None and self.queue:
             rid, kind, prompt, params, index = self.queue.popleft()

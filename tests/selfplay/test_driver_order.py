@@ -38,6 +38,11 @@ class FakeEngine:
     def submit_image(self, prompt, params, priority=0):
         return self._submit("image", prompt, params)
 
+    def abort(self, rid):  # the driver's preflight probes: accepted, then aborted before any step
+        self.pending.pop(rid)
+        self.log.append(("abort", rid))
+        return TextOutput(rid, [], [TextSample("", [], "abort")])
+
     def has_unfinished(self):
         return bool(self.pending)
 
@@ -82,8 +87,9 @@ def test_epochs_do_not_depend_on_the_order_outputs_arrive_in(tmp_path):
 def test_one_image_request_per_prompt_and_judges_queued_as_images_arrive(tmp_path):
     engine, epochs = _run(tmp_path, 0)
     drawn = [s for e in epochs for s in e["slots"] if s["status"] == "done"]
-    images = [rid for what, rid in engine.log if what == "submit_image"]
+    aborted = {rid for what, rid in engine.log if what == "abort"}
+    images = [rid for what, rid in engine.log if what == "submit_image" and rid not in aborted]
     assert len(images) == len(drawn) and all(len(s["rollouts"]) == 8 for s in drawn)
-    first_judge = next(i for i, (what, _) in enumerate(engine.log) if what == "submit_judge")
+    first_judge = next(i for i, (what, rid) in enumerate(engine.log) if what == "submit_judge" and rid not in aborted)
     finished_before = {rid for what, rid in engine.log[:first_judge] if what == "finish_image"}
     assert set(images) - finished_before  # some images were still being drawn when judging began

@@ -163,3 +163,27 @@ def test_bad_setting_type(tmp_path):
 def test_unknown_recipe_name():
     with pytest.raises(RecipeError, match="neither a directory nor a shipped recipe"):
         load_recipe("no-such-recipe")
+
+
+def test_settings_over_the_recipe_are_kept_in_its_files_and_digest():
+    base = load_recipe("unicorn-official")
+    small = load_recipe("unicorn-official", {"solver": {"height": 32, "width": 32}, "judge": {"max_tokens": 24}})
+    assert (small.solver.height, small.solver.width, small.judge.max_tokens) == (32, 32, 24)
+    assert small.solver.num_timesteps == base.solver.num_timesteps == 50  # the rest as written
+    assert small.digest != base.digest
+    assert base.files["recipe.json"] == (builtin_dir() / "unicorn-official" / "recipe.json").read_bytes()
+    saved = json.loads(small.files["recipe.json"])  # what a run keeps in its recipe copy
+    assert saved["solver"]["height"] == 32 and saved["judge"]["max_tokens"] == 24
+    with pytest.raises(RecipeError, match="recipe.json: field 'solver.height': must be null or an integer >= 1"):
+        load_recipe("unicorn-official", {"solver": {"height": 0}})
+    with pytest.raises(RecipeError, match="unknown section 'sovler'"):
+        load_recipe("unicorn-official", {"sovler": {"height": 32}})
+
+
+def test_bad_flow_and_judge_settings(tmp_path):
+    root = _copy(tmp_path)
+    _edit(root / "recipe.json", lambda d: d["solver"].update(cfg_interval=[0.5, 0.2]))
+    _refused(root, "recipe.json", "'solver.cfg_interval'", "low <= high")
+    root = _copy(tmp_path / "b")
+    _edit(root / "recipe.json", lambda d: d["judge"].update(constrained=True))  # toyworld's judge replies Score: N
+    _refused(root, "recipe.json", "'judge.constrained'", "needs judge.reply")

@@ -1,4 +1,5 @@
 """The roles' pure parts: judge reply parsing, expected score, proposal parsing, dedup, category allocation, seeds."""
+import json
 import math
 
 import pytest
@@ -18,6 +19,7 @@ from unicorn.selfplay.solver import solver_params
     ('{"analysis": "the count is off", "score": 2}', 2, "json"),
     ('Thinking... {"analysis": "fine", "score": "9"} done', 9, "json"),
     ('{"analysis": "x", "score": 8.0}', 8, "json"),
+    ('{"analysis": "raw \x08 control", "score": 6}', 6, "json"),  # a constrained random model writes these
     ('{"analysis": "x", "score": 11}', None, None),
     ("Score: 12", None, None),
     ("no score here", None, None),
@@ -83,3 +85,17 @@ def test_solver_one_request_per_prompt_seeds_independent_of_anything_but_ids():
     assert p.n == 8 and p.cfg_scale[0] == 3.0 and p.cfg_scale[-1] == 8.0
     assert len(set(p.seed)) == 8 and p.seed == solver_params(recipe, 5, 17).seed
     assert p.seed != solver_params(recipe, 5, 18).seed and p.seed != solver_params(recipe, 6, 17).seed
+
+
+def test_solver_passes_the_recipes_flow_settings_and_a_constrained_judge_its_schema():
+    from unicorn.selfplay.judge import judge_params
+
+    official = load_recipe("unicorn-official")
+    p = solver_params(official, 0, 0)
+    assert (p.height, p.width, p.num_timesteps, p.timestep_shift) == (1024, 1024, 50, 3.0)
+    assert (p.cfg_interval, p.cfg_renorm_min, p.cfg_img_scale) == ((0.0, 1.0), 0.0, 1.0)
+    assert judge_params(official, 0, 0, 0).json_schema is None
+    constrained = load_recipe("unicorn-official", {"judge": {"constrained": True, "analysis_max_chars": 12}})
+    schema = json.loads(judge_params(constrained, 0, 0, 0).json_schema)
+    assert list(schema["properties"]) == ["analysis", "score"]  # reasoning first
+    assert schema["properties"]["analysis"]["maxLength"] == 12 and schema["properties"]["score"]["maximum"] == 10

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import PIL.Image
 import torch
 from torch import nn
 
@@ -290,15 +291,23 @@ class BagelModel(nn.Module):
 
     # ---- the engine's image inputs (understanding: ViT tokens) ----------------------------------------------
     def preprocess_images(self, images: list) -> list[torch.Tensor]:
-        """Images for the ViT path: normalized float tensors [3, H, W] (about [-1, 1], as the official ViT
-        transform gives) whose sides are multiples of the ViT patch and at most the position table; returned as
-        float32. (The official resize of arbitrary images is not implemented yet.)"""
+        """Images for the ViT path, as float32 [3, H, W] in about [-1, 1]: a PIL image goes through the official
+        ViT transform (resized by the official rule, unicorn.models.bagel_image.vit_size, then normalized); a
+        normalized float tensor is taken as given, so its sides must be multiples of the ViT patch and at most
+        the position table."""
+        from unicorn.models.bagel_image import to_tensor, vit_size
+
         vit = self.arch.vit
         limit = self.arch.vit_max_num_patch_per_side * vit.patch_size
         out = []
         for k, image in enumerate(images):
+            if isinstance(image, PIL.Image.Image):
+                rgb = image.convert("RGB")
+                out.append(to_tensor(rgb, vit_size(self.arch, *rgb.size)))
+                continue
             if not isinstance(image, torch.Tensor):
-                raise ValueError(f"BAGEL image {k}: give a normalized float tensor [3, H, W], got {type(image).__name__}")
+                raise ValueError(f"BAGEL image {k}: give a PIL image or a normalized float tensor [3, H, W], got "
+                                 f"{type(image).__name__}")
             if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
                 raise ValueError(f"BAGEL image {k}: expected a float tensor [3, H, W], got {tuple(image.shape)} "
                                  f"{image.dtype}")

@@ -19,7 +19,36 @@ def cmd_selfplay(args) -> None:
     if not args.ray and args.workers is not None and args.workers > 1 and workers.env_world()[1] == 1:
         workers.relaunch_under_torchrun(args.workers)  # does not return
     selfplay(model, recipe, cfg, args.out, device=args.device, dtype=args.dtype, num_kv_blocks=args.num_kv_blocks,
-             progress=not args.no_progress, workers=args.workers, backend="ray" if args.ray else "torchrun")
+             progress=not args.no_progress, workers=args.workers, backend="ray" if args.ray else "torchrun",
+             settings=recipe_settings(args))
+
+
+# flag -> (recipe section, field): the recipe's role settings a run may set from the command line
+SETTING_FLAGS = {"height": ("solver", "height"), "width": ("solver", "width"),
+                 "num_inference_steps": ("solver", "num_timesteps"), "judge_max_tokens": ("judge", "max_tokens"),
+                 "proposer_max_tokens": ("proposer", "max_tokens")}
+
+
+def recipe_settings(args) -> dict:
+    """The given setting flags as {section: {field: value}} over the recipe's (unicorn.selfplay.recipe.load_recipe)."""
+    out: dict = {}
+    for flag, (section, name) in SETTING_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            out.setdefault(section, {})[name] = value
+    return out
+
+
+def add_setting_flags(p) -> None:
+    g = p.add_argument_group("recipe settings", "override the recipe's role settings for this run (kept in the run's "
+                                                "recipe copy; a resumed run must give the same)")
+    g.add_argument("--height", type=int, default=None, metavar="PX",
+                   help="image height of a flow-matching model (BAGEL; default: the recipe's, else the model's)")
+    g.add_argument("--width", type=int, default=None, metavar="PX", help="image width, as --height")
+    g.add_argument("--num-inference-steps", type=int, default=None, metavar="N",
+                   help="denoising timesteps of a flow-matching model (the recipe's solver.num_timesteps)")
+    g.add_argument("--judge-max-tokens", type=int, default=None, metavar="N", help="the judge's reply limit")
+    g.add_argument("--proposer-max-tokens", type=int, default=None, metavar="N", help="the proposer's reply limit")
 
 
 def cmd_cpr(args) -> None:
@@ -57,7 +86,7 @@ def cmd_improve(args) -> None:
                         epoch_size=args.epoch_size, train=TrainSettings(**picked),
                         evaluator=None if evaluator == "none" else evaluator,
                         eval_options=parse_options(args.eval_opt), control=args.control, device=args.device,
-                        dtype=args.dtype, num_kv_blocks=args.num_kv_blocks)
+                        dtype=args.dtype, num_kv_blocks=args.num_kv_blocks, recipe_settings=recipe_settings(args))
     improve(cfg, args.rounds, args.out, progress=not args.no_progress)
 
 
@@ -79,6 +108,7 @@ def add_subparser(sub) -> None:
                    help="processes, one engine each (started under torchrun; default: the torchrun world size, or 1); "
                         "the data set is the same as one worker's")
     p.add_argument("--ray", action="store_true", help="run the --workers as Ray actors (needs ray installed)")
+    add_setting_flags(p)
     p.set_defaults(func=cmd_selfplay)
     p = sub.add_parser("cpr", help="rebuild the CPR data set of a self-play run (other thresholds or mix: --recipe)")
     p.add_argument("run_dir", help="a finished unicorn selfplay --out directory")
@@ -114,7 +144,8 @@ def add_subparser(sub) -> None:
     p.add_argument("--train-warmup", type=int, default=None, help="default 10")
     p.add_argument("--train-micro-batch", type=int, default=None, help="default 4")
     p.add_argument("--train-grad-accum", type=int, default=None, help="default 1")
-    p.add_argument("--train-seq-len", type=int, default=None, help="default 512")
+    p.add_argument("--train-seq-len", type=int, default=None,
+                   help="packed row length in tokens (default: the model's context; the toy model's is 512)")
     p.add_argument("--train-ema", type=float, default=None, metavar="DECAY",
                    help="keep an EMA of the weights and export it (official 0.99)")
     p.add_argument("--train-cond-dropout", type=float, default=None, help="default 0.1")
@@ -123,4 +154,5 @@ def add_subparser(sub) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--num-kv-blocks", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_setting_flags(p)
     p.set_defaults(func=cmd_improve)

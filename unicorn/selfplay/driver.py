@@ -25,6 +25,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import PIL.Image
+
 from unicorn.selfplay import judge as judge_role
 from unicorn.selfplay import proposer as proposer_role
 from unicorn.selfplay import solver as solver_role
@@ -34,6 +36,16 @@ from unicorn.selfplay.store import RunDir
 NUM_DEMONSTRATIONS = 4  # [ours] best earlier prompts kept per category as few-shot demonstrations
 IMAGE_PRIORITY, TEXT_PRIORITY = 1, 0
 PART_POLL_S = 0.02  # how often an idle worker looks for the other workers' epoch parts  # judge and proposer requests go first: they are short and free memory
+
+
+SETTING_HINTS = {"proposer": "a shorter proposer template or fewer examples, or --proposer-max-tokens",
+                 "solver": "set the recipe's solver size and steps for this model, e.g. --height, --width, "
+                           "--num-inference-steps",
+                 "judge": "a shorter judge template or rubric"}
+
+
+class SelfPlayError(ValueError):
+    """The run cannot go on (one line)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,8 @@ class SelfPlayDriver:
     def run(self) -> Counters:
         start = time.perf_counter()
         resumed = len(self.on_disk)
+        if resumed < self.cfg.num_epochs:
+            self.preflight()
         while len(self.complete) < self.cfg.num_epochs:
             self._start_epochs()
             if len(self.complete) == self.cfg.num_epochs:
@@ -137,6 +151,38 @@ class SelfPlayDriver:
         if resumed:
             self.log(f"selfplay: resumed with {resumed} of {self.cfg.num_epochs} epochs already written")
         return self.counters
+
+    def preflight(self) -> None:
+        """One request per role with the recipe's settings, aborted at once: settings the engine refuses (an image
+        size the model cannot draw, a prompt longer than its context) stop the run here in one line, before any
+        slot fails for them. The probes run no step of the model."""
+        recipe = self.recipe
+        cat = max(recipe.categories, key=lambda c: len(recipe.render_judge(c, "")))  # the longest judge prompt
+        solver = recipe.solver
+        # the judge's probe image: the solver's size when the recipe sets it, else the official 1024 px (a PIL
+        # image: the engine resizes it to its encoder's input as it does a drawing)
+        size = (solver.width or solver.height or 1024, solver.height or solver.width or 1024)
+        examples = list(recipe.categories[cat].seeds)[:recipe.proposer.num_examples]
+        probes = {
+            "proposer": self.engine.submit_text(proposer_role.proposer_request(recipe, cat, examples),
+                                                proposer_role.proposer_params(recipe, self.cfg.seed, 0, 0)),
+            "solver": self.engine.submit_image(recipe.render_solver(cat, "a probe"),
+                                               solver_role.solver_params(recipe, self.cfg.seed, 0)),
+            "judge": self.engine.submit_text(
+                judge_role.judge_request(recipe, cat, "a probe", PIL.Image.new("RGB", size, (128, 128, 128))),
+                judge_role.judge_params(recipe, self.cfg.seed, 0, 0)),
+        }
+        refused = {rid for rid in probes.values() if self.engine.abort(rid) is None}
+        errors = {}
+        while refused and self.engine.has_unfinished():  # a refused request's output (its error) comes from step()
+            for out in self.engine.step():
+                if out.request_id in refused:
+                    refused.discard(out.request_id)
+                    errors[out.request_id] = out.error
+        for role, rid in probes.items():
+            if errors.get(rid):
+                raise SelfPlayError(f"the engine refuses the {role} request of recipe {recipe.name!r} on this model: "
+                                    f"{errors[rid]} ({SETTING_HINTS[role]})")
 
     def _start_epochs(self) -> None:
         while self.next_epoch < self.cfg.num_epochs:
@@ -308,20 +354,22 @@ class SelfPlayDriver:
         params = solver_role.solver_params(self.recipe, self.cfg.seed, slot.slot)
         rid = self.engine.submit_image(self.recipe.render_solver(slot.category, slot.prompt), params,
                                        priority=IMAGE_PRIORITY)
-        self.requests[rid] = ("draw", epoch.epoch, slot, solver_role.rollout_settings(params))
+        self.requests[rid] = ("draw", epoch.epoch, slot, params)
 
-    def _on_images(self, epoch: Epoch, slot: Slot, settings: list[dict], out) -> None:
+    def _on_images(self, epoch: Epoch, slot: Slot, params, out) -> None:
         if out.error is not None or not out.images:
             slot.status, slot.reason = "failed", f"solver: {out.error or 'no images'}"
             self._maybe_finish(epoch)
             return
+        settings = solver_role.rollout_settings(params, out)
         slot.status, slot.pending_judges = "judging", len(out.images)
         for i, image in enumerate(out.images):
             rel = self.run_dir.image_rel(epoch.epoch, slot.slot, i)
             digest = self.run_dir.write_image(rel, image)
             slot.rollouts.append({"prompt_id": slot.slot, "rollout": i, "category": slot.category,
                                   "prompt": slot.prompt, "image": rel, "image_sha256": digest,
-                                  "vq_codes": out.image_tokens[i].tolist(),
+                                  # VQ models' codes (Janus); a flow model (BAGEL) has latents, kept out of the table
+                                  "vq_codes": None if out.image_tokens is None else out.image_tokens[i].tolist(),
                                   **settings[i], "judge_raw": None, "score": None, "analysis": None, "form": None,
                                   "expected_score": None, "judge_finish": None})
             rid = self.engine.submit_text(judge_role.judge_request(self.recipe, slot.category, slot.prompt, image),

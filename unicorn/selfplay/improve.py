@@ -24,10 +24,11 @@ from __future__ import annotations
 import gc
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from unicorn.cpr.schema import KINDS
+from unicorn.selfplay.driver import SelfPlayError
 from unicorn.selfplay.evaluation import check_result, compare, load_evaluator
 from unicorn.selfplay.store import RunDirError, atomic_write_json, check_same_run, model_digest
 
@@ -48,7 +49,7 @@ class TrainSettings:
     warmup: int = 10
     micro_batch: int = 4
     grad_accum: int = 1
-    seq_len: int = 512
+    seq_len: int | None = None  # packed row length; None: the model's context (the toy model's is 512)
     weight_decay: float = 0.0
     betas: tuple = (0.9, 0.95)
     clip: float = 1.0
@@ -71,11 +72,16 @@ class ImproveConfig:
     device: str = "cpu"
     dtype: str = "float32"
     num_kv_blocks: int | None = None
+    recipe_settings: dict = field(default_factory=dict)  # role settings over the recipe's (load_recipe)
 
     def __post_init__(self):
         from unicorn.selfplay.driver import SelfPlayConfig
 
         SelfPlayConfig(self.num_prompts, seed=self.seed, epoch_size=self.epoch_size)  # checks them
+        if self.train.seq_len is None:  # resolved here, so the run's identity names the length it trains at
+            from unicorn.training.family import context_length
+
+            object.__setattr__(self, "train", replace(self.train, seq_len=context_length(self.model)))
 
     def round_seed(self, round_index: int) -> int:
         """Each round draws new rollouts (same slot structure, other seeds)."""
@@ -102,6 +108,20 @@ def open_out(out: Path, identity: dict) -> bool:
     return False
 
 
+def remove_unstarted(out: Path) -> None:
+    """Undoes ``open_out`` for a new run in which no stage finished (e.g. self-play refused its settings up front),
+    so that the same --out can take other settings."""
+    if any(out.glob("round-*/stages.json")):
+        return
+    for path in out.glob("round-*/input.json"):
+        path.unlink()
+    for path in [*out.glob("round-*"), out / "improve.json", out]:
+        if path.is_file():
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
 class Round:
     """One round's directory and its finished stages."""
 
@@ -126,7 +146,7 @@ class Improver:
         from unicorn.selfplay.recipe import load_recipe
 
         self.cfg, self.out, self.log, self.progress, self.stop_after = cfg, Path(out), log, progress, stop_after
-        self.recipe = load_recipe(cfg.recipe)
+        self.recipe = load_recipe(cfg.recipe, cfg.recipe_settings)
         self.evaluator = load_evaluator(cfg.evaluator, cfg.eval_options) if cfg.evaluator else None
         self.identity = _identity(cfg, self.recipe, self.evaluator)
 
@@ -150,7 +170,8 @@ class Improver:
         summary = selfplay(model, cfg.recipe, SelfPlayConfig(cfg.num_prompts, seed=cfg.round_seed(rnd.index),
                                                              epoch_size=cfg.epoch_size),
                            str(rnd.path("judge", "selfplay")), device=cfg.device, dtype=cfg.dtype,
-                           num_kv_blocks=cfg.num_kv_blocks, progress=self.progress, log=self.log)
+                           num_kv_blocks=cfg.num_kv_blocks, progress=self.progress, log=self.log,
+                           settings=cfg.recipe_settings)
         keys = ("num_slots", "num_prompts", "num_kept", "acceptance_rate", "score_histogram", "parse_failures",
                 "cpr_counts", "per_category")
         return {k: summary[k] for k in keys}
@@ -164,7 +185,8 @@ class Improver:
                               selection="judge" if arm == "judge" else "random")
         if not sum(summary["cpr_counts"].values()):
             raise RunDirError(f"round {rnd.index}: the CPR data set is empty (no prompt's best score reached the "
-                              f"recipe's keep_min_best); nothing to train on")
+                              f"recipe's keep_min_best; {summary['parse_failures']} of {summary['num_rollouts']} judge "
+                              f"replies had no score); nothing to train on")
         return {"cpr_counts": summary["cpr_counts"], "selection": "judge" if arm == "judge" else "random"}
 
     def _train_config(self, rnd: Round, arm: str, model: str):
@@ -193,9 +215,8 @@ class Improver:
         trainer = Trainer(self._train_config(rnd, arm, model), log=self.log)
         try:
             def train() -> dict:
-                summary = trainer.train()
-                return {"steps": summary["steps"], "final_loss": summary["final_loss"],
-                        "final_loss_per_kind": summary["final_loss_per_kind"]}
+                summary = trainer.train()  # final_loss_per_kind (Janus) or final_loss_per_term (BAGEL)
+                return {"steps": summary["steps"], **{k: v for k, v in summary.items() if k.startswith("final_loss")}}
 
             self._stage(rnd, prefix + "train", train)
 
@@ -242,7 +263,12 @@ class Improver:
             rnd = Round(self.out, index)
             rnd.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(rnd.dir / "input.json", {"model": str(Path(model).resolve())})
-            selfplay_summary = self._stage(rnd, "selfplay", lambda: self._selfplay(rnd, model))
+            try:
+                selfplay_summary = self._stage(rnd, "selfplay", lambda: self._selfplay(rnd, model))
+            except SelfPlayError:  # the settings were refused before anything was drawn
+                if not resuming:
+                    remove_unstarted(self.out)
+                raise
             arms = ["judge", "control"] if self.cfg.control else ["judge"]
             results = {}
             for arm in arms:

@@ -24,10 +24,19 @@ def judge_request(recipe: Recipe, category: str, prompt: str, image) -> dict:
     return request
 
 
+def judge_schema(max_chars: int) -> dict:
+    """The JSON reply of a constrained judge: the analysis first (at most ``max_chars`` characters, so that the reply
+    completes), then an integer score 0..10."""
+    return {"type": "object", "properties": {"analysis": {"type": "string", "maxLength": max_chars},
+                                             "score": {"type": "integer", "minimum": 0, "maximum": 10}},
+            "required": ["analysis", "score"], "additionalProperties": False}
+
+
 def judge_params(recipe: Recipe, run_seed: int, prompt_id: int, rollout: int) -> SamplingParams:
     j = recipe.judge
     return SamplingParams(temperature=j.temperature, max_tokens=j.max_tokens, logprobs=j.logprobs,
-                          seed=derive_seed(run_seed, "judge", prompt_id, rollout))
+                          seed=derive_seed(run_seed, "judge", prompt_id, rollout),
+                          json_schema=judge_schema(j.analysis_max_chars) if j.constrained else None)
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ def parse_judgement(text: str | None) -> Verdict:
     0..10, optionally ``/10``), the text before it being the analysis; else an unparsed verdict."""
     if not text:
         return Verdict(None, "", None)
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)  # raw control characters inside strings are kept, not a failure
     found = None
     for m in re.finditer(r"\{", text):
         try:

@@ -104,7 +104,17 @@ class ProposerSettings:
 class SolverSettings:
     rollouts: int = 8
     cfg_scale: tuple[float, float] = (3.0, 8.0)  # evenly spread over the rollouts, first to last
-    temperature: float = 1.0
+    temperature: float = 1.0  # VQ models (Janus): sampling of the image tokens
+    # Flow-matching models (BAGEL), null: the model's default (ImageGenParams); a VQ model draws at its fixed size
+    # and takes none of them
+    height: int | None = None
+    width: int | None = None
+    num_timesteps: int | None = None
+    timestep_shift: float | None = None
+    cfg_img_scale: float | None = None
+    cfg_interval: tuple[float, float] | None = None  # (low, high]: the flow times at which CFG applies
+    cfg_renorm_min: float | None = None
+    cfg_renorm_type: str | None = None
 
     def cfg_scales(self) -> list[float]:
         lo, hi = self.cfg_scale
@@ -119,6 +129,10 @@ class JudgeSettings:
     temperature: float = 0.0
     reply: str = "score_line"  # what the template asks for; the parser accepts both forms either way
     logprobs: int | None = None  # top-k logprobs per token: an expected score from the score token
+    # reply "json" only: the engine constrains the reply to {"analysis": at most analysis_max_chars characters,
+    # "score": an integer 0..10} (SamplingParams.json_schema, needs xgrammar), for models that do not keep the form
+    constrained: bool = False
+    analysis_max_chars: int = 400
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,7 @@ class Recipe:
     judge: JudgeSettings
     system_prompt: str | None  # for understanding requests; None: the model's default
     digest: str = field(default="", compare=False)  # sha256 over the files: a run records which recipe made it
+    files: dict = field(default_factory=dict, compare=False)  # file name -> the bytes it was loaded from
 
     def category(self, name: str) -> Category:
         if name not in self.categories:
@@ -205,15 +220,22 @@ def resolve_recipe_path(name_or_dir: str | os.PathLike) -> Path:
                       f"({', '.join(builtin_recipes())})")
 
 
-def load_recipe(name_or_dir: str | os.PathLike) -> Recipe:
-    """Loads and validates a recipe by shipped name (``toyworld``, ``unicorn-official``) or directory."""
+def load_recipe(name_or_dir: str | os.PathLike, settings: dict | None = None) -> Recipe:
+    """Loads and validates a recipe by shipped name (``toyworld``, ``unicorn-official``) or directory.
+
+    ``settings`` ({"proposer" | "solver" | "judge": {field: value}}, e.g. from the command line) are laid over
+    recipe.json's sections before validation; ``Recipe.files`` and the digest then hold that edited recipe.json,
+    so a run that keeps the recipe keeps what it ran with."""
     root = resolve_recipe_path(name_or_dir)
-    raw, digest = {}, hashlib.sha256()
+    raw, digest, files_read = {}, hashlib.sha256(), {}
     for name in RECIPE_FILES:
         path = root / name
         if not path.is_file():
             raise RecipeError(f"{path}: missing (a recipe directory needs {', '.join(RECIPE_FILES)})")
         data = path.read_bytes()
+        if name == "recipe.json" and settings:
+            data = _with_settings(path, data, settings)
+        files_read[name] = data
         digest.update(name.encode() + b"\0" + data + b"\0")
         try:
             raw[name] = json.loads(data.decode("utf-8"))
@@ -261,11 +283,36 @@ def load_recipe(name_or_dir: str | os.PathLike) -> Recipe:
     if len(solver.cfg_scale) != 2 or not all(_is_number(v) and v >= 0 for v in solver.cfg_scale):
         _fail(f, "solver.cfg_scale", "must be [first, last] scales >= 0")
     object.__setattr__(solver, "cfg_scale", tuple(solver.cfg_scale))
+    if solver.cfg_interval is not None:
+        object.__setattr__(solver, "cfg_interval", tuple(float(v) for v in solver.cfg_interval))
+    if judge.constrained and judge.reply != "json":
+        _fail(f, "judge.constrained", f"needs judge.reply \"json\" (the constrained form), got {judge.reply!r}")
+    if judge.analysis_max_chars < 1:
+        _fail(f, "judge.analysis_max_chars", "must be >= 1")
     return Recipe(name=name, path=str(root), description=top.get("description", ""), categories=categories,
                   rubrics=rubrics, templates=templates, layout=layout, thresholds=thresholds,
                   mix={k: float(mix.get(k, 0.0)) for k in CPR_KINDS}, caption_cap_per_category=cap,
                   proposer=proposer, solver=solver, judge=judge, system_prompt=system_prompt,
-                  digest=digest.hexdigest())
+                  digest=digest.hexdigest(), files=files_read)
+
+
+SETTING_SECTIONS = ("proposer", "solver", "judge")
+
+
+def _with_settings(path: Path, data: bytes, settings: dict) -> bytes:
+    """recipe.json's bytes with ``settings`` laid over its role sections (validated afterwards, as written)."""
+    try:
+        top = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return data  # load_recipe reports it
+    for section, values in settings.items():
+        if section not in SETTING_SECTIONS:
+            raise RecipeError(f"{path}: settings for unknown section {section!r} "
+                              f"(one of {', '.join(SETTING_SECTIONS)})")
+        if not isinstance(top.get(section, {}), dict):
+            return data
+        top[section] = {**top.get(section, {}), **values}
+    return (json.dumps(top, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 # ---- validation helpers -------------------------------------------------------------------------------------
@@ -307,14 +354,38 @@ def _settings(file: str, key: str, obj: dict, cls):
         default = getattr(defaults, name)
         if value is None and default is None or name == "near_duplicate" and value is None:
             continue
-        if name == "logprobs":
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-                _fail(file, f"{key}.{name}", "must be null or an integer >= 0")
+        if name in OPTIONAL_SETTINGS:
+            kind, why = OPTIONAL_SETTINGS[name]
+            if not (_type_ok(value, kind) and _setting_ok(name, value)):
+                _fail(file, f"{key}.{name}", f"must be null or {why}, got {value!r}")
             continue
         kind = list if isinstance(default, tuple) else float if isinstance(default, float) else type(default)
         if not _type_ok(value, kind):
             _fail(file, f"{key}.{name}", f"must be {kind.__name__}, got {value!r}")
     return cls(**given)
+
+
+# settings whose default is null: field -> (type, what a value must be)
+OPTIONAL_SETTINGS = {
+    "logprobs": (int, "an integer >= 0"), "height": (int, "an integer >= 1 (pixels)"),
+    "width": (int, "an integer >= 1 (pixels)"), "num_timesteps": (int, "an integer >= 2"),
+    "timestep_shift": (float, "a number > 0"), "cfg_img_scale": (float, "a number >= 0"),
+    "cfg_interval": (list, "[low, high] with 0 <= low <= high <= 1"), "cfg_renorm_min": (float, "a number in [0, 1]"),
+    "cfg_renorm_type": (str, "one of global, channel, text_channel"),
+}
+
+
+def _setting_ok(name: str, value) -> bool:
+    if name == "cfg_interval":
+        return len(value) == 2 and all(map(_is_number, value)) and 0 <= value[0] <= value[1] <= 1
+    if name == "cfg_renorm_type":
+        return value in ("global", "channel", "text_channel")
+    if isinstance(value, bool):
+        return False
+    low = {"logprobs": 0, "height": 1, "width": 1, "num_timesteps": 2, "cfg_img_scale": 0, "cfg_renorm_min": 0}
+    if name == "timestep_shift":
+        return value > 0
+    return value >= low[name] and (name != "cfg_renorm_min" or value <= 1)
 
 
 def _placeholders(template: str) -> set[str]:

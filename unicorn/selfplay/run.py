@@ -12,7 +12,7 @@ from pathlib import Path
 from unicorn.cpr.shards import DatasetWriter
 from unicorn.selfplay import workers as workers_mod
 from unicorn.selfplay.cpr_builder import iter_records, plan_records, select
-from unicorn.selfplay.driver import SelfPlayConfig, SelfPlayDriver
+from unicorn.selfplay.driver import SelfPlayConfig, SelfPlayDriver, SelfPlayError
 from unicorn.selfplay.recipe import RECIPE_FILES, Recipe, load_recipe
 from unicorn.selfplay.selection import apply_rule, check_rule
 from unicorn.selfplay.store import RunDir, RunDirError, atomic_write_bytes, atomic_write_json, model_digest
@@ -27,22 +27,29 @@ def run_config(model_path: str, recipe: Recipe, cfg: SelfPlayConfig, device: str
 
 def selfplay(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: str, *, device: str = "cpu",
              dtype: str = "float32", num_kv_blocks: int | None = None, progress: bool = True, log=print,
-             workers: int | None = None, backend: str = "torchrun") -> dict:
-    """Runs (or resumes) self-play into ``out_dir`` and returns the summary.
+             workers: int | None = None, backend: str = "torchrun", settings: dict | None = None) -> dict:
+    """Runs (or resumes) self-play into ``out_dir`` and returns the summary. ``settings``: role settings laid over
+    the recipe's (``load_recipe``; the run keeps the recipe so edited, and its digest must match on resume).
 
     ``backend="torchrun"``: every process under torchrun runs this with its own engine (``workers``, if given, must
     equal the world size). ``backend="ray"``: this process starts ``workers`` Ray actors, one engine each. Either
     way the workers' epoch parts are merged and the data set written once, the same bytes as one worker's."""
     if backend not in ("torchrun", "ray"):
         raise ValueError(f"backend must be 'torchrun' or 'ray', got {backend!r}")
-    recipe = load_recipe(recipe_name)
+    recipe = load_recipe(recipe_name, settings)
     run = RunDir(out_dir)
     job = dict(model_path=model_path, recipe_name=recipe_name, cfg=cfg, out_dir=out_dir, device=device, dtype=dtype,
-               num_kv_blocks=num_kv_blocks)
+               num_kv_blocks=num_kv_blocks, settings=settings)
+    fresh = not (run.root / "run.json").exists()
     if backend == "ray":
         world = workers or 1
         _open(run, _config(model_path, recipe, cfg, device, dtype, world), recipe)
-        everyone = workers_mod.run_ray_workers(job, world)
+        try:
+            everyone = workers_mod.run_ray_workers(job, world)
+        except Exception as err:  # Ray wraps the actor's error
+            if fresh and isinstance(getattr(err, "cause", err), SelfPlayError):
+                run.remove_unstarted()
+            raise
         return _finish(run, recipe, cfg, model_path, everyone, world, log)
     rank, world = workers_mod.env_world()
     if workers is not None and workers != world:
@@ -56,8 +63,13 @@ def selfplay(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: st
             _open(run, _config(model_path, recipe, cfg, device, dtype, world), recipe)
         workers_mod.barrier(world)
         quiet = rank != 0
-        mine = work(**job, rank=rank, world=world, progress=progress and not quiet,
-                    log=(lambda *_: None) if quiet else log)
+        try:
+            mine = work(**job, rank=rank, world=world, progress=progress and not quiet,
+                        log=(lambda *_: None) if quiet else log)
+        except SelfPlayError:  # refused before anything was drawn (the driver's preflight)
+            if fresh and rank == 0:
+                run.remove_unstarted()
+            raise
         everyone = workers_mod.gather(mine, world)
         if rank == 0:
             summary = _finish(run, recipe, cfg, model_path, everyone, world, log)
@@ -80,15 +92,16 @@ def _open(run: RunDir, config: dict, recipe: Recipe) -> None:
     """Creates or checks the run directory (once, before any worker starts)."""
     run.open(config)
     for name in RECIPE_FILES:  # the run keeps the recipe that made it (unicorn cpr reads it back)
-        atomic_write_bytes(run.root / "recipe" / name, (Path(recipe.path) / name).read_bytes())
+        atomic_write_bytes(run.root / "recipe" / name, recipe.files[name])
 
 
 def work(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: str, *, device: str, dtype: str,
-         num_kv_blocks: int | None, rank: int, world: int, progress: bool = False, log=print) -> dict:
+         num_kv_blocks: int | None, rank: int, world: int, progress: bool = False, log=print,
+         settings: dict | None = None) -> dict:
     """One worker's share of an opened run, on its own engine: its counters and engine figures."""
     from unicorn.engine.llm_engine import Engine
 
-    recipe = load_recipe(recipe_name)
+    recipe = load_recipe(recipe_name, settings)
     run = RunDir(out_dir)  # opened by _open before any worker started
     if str(device) == "cuda" and world > 1 and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per rank
         device = f"cuda:{os.environ['LOCAL_RANK']}"

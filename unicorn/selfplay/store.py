@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from unicorn.cpr.shards import atomic_write
@@ -124,6 +125,16 @@ class RunDir:
             raise RunDirError(f"{self.root} is not empty and holds no self-play run.json: choose another --out")
         atomic_write_json(run_file, {"format": RUN_FORMAT, "version": RUN_VERSION, "config": config})
         return False
+
+    def remove_unstarted(self) -> None:
+        """Undoes ``open`` (run.json, the recipe copy, then the directory if that leaves it empty) for a new run that
+        stopped before writing anything else, so that the same --out can be used with other settings."""
+        if self.epochs_dir.exists() or (self.root / "images").exists():
+            return
+        (self.root / "run.json").unlink(missing_ok=True)
+        shutil.rmtree(self.root / "recipe", ignore_errors=True)
+        if self.root.is_dir() and not any(self.root.iterdir()):
+            self.root.rmdir()
 
     def completed_epochs(self) -> set[int]:
         if not self.epochs_dir.is_dir():

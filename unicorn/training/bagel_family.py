@@ -45,6 +45,13 @@ class BagelFamily:
         self.active_params = self.num_params - sum(p.numel() for n, p in self.module.named_parameters()
                                                    if "_moe_gen" in n)
 
+    @staticmethod
+    def context_length(model_path: str) -> int:
+        """The LM's context (llm_config.json's max_position_embeddings), without loading weights."""
+        from unicorn.models.bagel_config import llm_arch_from_config, read_json
+
+        return llm_arch_from_config(read_json(model_path, "llm_config.json")).max_position_embeddings
+
     def weights(self) -> torch.Tensor:
         weights = torch.zeros(len(TERMS), dtype=torch.float32)  # the per-kind split is logged only
         weights[0], weights[1] = self.cfg.ce_weight, self.cfg.mse_weight

@@ -16,6 +16,7 @@ whole step (loss.py), so the loop, the backends and the checkpoints are the same
     meta()                 settings a resumed run must share (checked against the checkpoint)
     model_hash()           hash of the source checkpoint's configs
     state_prefix           the module's prefix in front of the model's own parameter names
+    context_length(path)   (static) the checkpoint's LM context in tokens, read from its config alone
     ema_beside_raw         whether the layout keeps the EMA weights beside the raw ones (BAGEL: ema.safetensors)
     export(state, out_dir, ema)  writes the trained model in the engine's layout: ``state`` the full raw weights by
                            the model's names, ``ema`` the same with the moving average (trainer.py, ema.py) or None;
@@ -42,3 +43,8 @@ def family_class(model_path: str):
                           f"{', '.join(sorted(FAMILIES))}")
     module, name = FAMILIES[model_type].split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def context_length(model_path: str) -> int:
+    """The context length in tokens of the checkpoint at ``model_path`` (its LM's max_position_embeddings)."""
+    return family_class(model_path).context_length(model_path)

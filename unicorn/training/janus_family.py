@@ -30,6 +30,17 @@ class JanusFamily:
         self.num_params = sum(p.numel() for p in self.module.parameters())  # without the VQ codec
         self.active_params = self.num_params
 
+    @staticmethod
+    def context_length(model_path: str) -> int:
+        """The LM's context (max_position_embeddings) from the checkpoint's config, without loading weights."""
+        from unicorn.models.janus_checkpoint import janus_arch_from_deepseek_config
+        from unicorn.models.janus_config import janus_arch_from_hf_config
+        from unicorn.models.loader import read_config
+
+        config = read_config(model_path)
+        read = janus_arch_from_hf_config if config.get("model_type") == "janus" else janus_arch_from_deepseek_config
+        return read(config).text.max_position_embeddings
+
     def weights(self) -> torch.Tensor:
         return torch.tensor(self.cfg.weights(), dtype=torch.float32)
 

@@ -213,3 +213,28 @@ def test_engine_image_conditioned_bad_input_is_one_line_error(bagel_tiny_path):
     assert "'images': [one or more images]" in empty.error
     assert "multiples of 14" in vit.error
     assert all("\n" not in o.error for o in (odd, empty, vit))
+
+
+def test_engine_understanding_takes_a_pil_image_by_the_official_vit_transform(bagel_tiny_path):
+    """A drawing as the engine returns it (a PIL image of any size, e.g. 64x64, not a multiple of 14) goes through the
+    official ViT resize and normalization: the same tokens as the tensor that transform gives, given by hand."""
+    import PIL.Image
+
+    from unicorn.models import load_model
+    from unicorn.models.bagel_image import to_tensor, vit_size
+
+    arch = load_model(bagel_tiny_path).arch
+    image = PIL.Image.fromarray((torch.rand(64, 48, 3, generator=torch.Generator().manual_seed(0)) * 255)
+                                .to(torch.uint8).numpy())
+    size = vit_size(arch, *image.size)
+    assert size[0] % 14 == 0 and size[1] % 14 == 0 and size != image.size
+
+    def ask(img):
+        return {"messages": [{"role": "user", "content": [{"type": "image", "image": img},
+                                                          {"type": "text", "text": "Score it."}]}]}
+
+    params = SamplingParams(temperature=0.0, max_tokens=6)
+    with Engine(bagel_tiny_path, block_size=8, num_kv_blocks=64) as engine:
+        pil, tensor = engine.generate([ask(image), ask(to_tensor(image, size))], params)
+    assert pil.error is None and tensor.error is None
+    assert pil.token_ids == tensor.token_ids and len(pil.token_ids) == 6
