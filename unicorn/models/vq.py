@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unicorn.kernels import group_norm_silu
 from unicorn.models.janus_config import VQArch
 
 
@@ -16,16 +17,26 @@ _SILU_CHUNK = 1 << 16  # elements per in-place step: the sigmoid's temporary sta
 
 
 def _swish(x: torch.Tensor) -> torch.Tensor:
-    """x * sigmoid(x), bit-identical to the whole-tensor ops. Without autograd it works in place, a cache-sized
-    chunk at a time; each element goes through the same vectorised sigmoid and multiply either way, because
-    the chunks are multiples of the vector width (only a tensor's last n % 16 elements take the scalar path,
-    in both)."""
+    """x * sigmoid(x), bit-identical to the whole-tensor ops. Without autograd it works in place; at one thread
+    a cache-sized chunk at a time (each element meets the same vectorised sigmoid as in the whole-tensor op, since
+    the chunks are multiples of the vector width: only a tensor's last n % 16 elements take the scalar path, in
+    both); at more threads in one go, since every chunk would be a parallel region of its own."""
     if torch.is_grad_enabled() and x.requires_grad:
         return x * torch.sigmoid(x)
+    if torch.get_num_threads() > 1:
+        return x.mul_(torch.sigmoid(x))
     flat = (x if x.is_contiguous() else x.permute(0, 2, 3, 1)).view(-1)  # NCHW or channels-last, dense
     for chunk in flat.split(_SILU_CHUNK):
         chunk.mul_(torch.sigmoid(chunk))
     return x
+
+
+def _norm_swish(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """swish(norm(x)); without autograd on contiguous fp32 CPU tensors the one-pass C++ op (bit-identical,
+    unicorn/kernels/group_norm_silu.py), else torch's group norm and then :func:`_swish`."""
+    if not torch.is_grad_enabled() and group_norm_silu.can_fuse(x, norm.num_groups):
+        return group_norm_silu.group_norm_silu(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
+    return _swish(norm(x))
 
 
 def _add_residual(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -44,8 +55,8 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1, 1, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_swish(self.norm1(x)))
-        h = self.conv2(_swish(self.norm2(h)))
+        h = self.conv1(_norm_swish(self.norm1, x))
+        h = self.conv2(_norm_swish(self.norm2, h))
         if hasattr(self, "nin_shortcut"):
             x = self.nin_shortcut(x)
         return _add_residual(h, x)
@@ -141,7 +152,7 @@ class Encoder(nn.Module):
             if hasattr(down, "downsample"):
                 h = down.downsample(h)
         h = self.mid(h)
-        return self.conv_out(_swish(self.norm_out(h)))
+        return self.conv_out(_norm_swish(self.norm_out, h))
 
 
 class Decoder(nn.Module):
@@ -175,7 +186,7 @@ class Decoder(nn.Module):
                     h = up.attn[i](h)
             if hasattr(up, "upsample"):
                 h = up.upsample(h)
-        return self.conv_out(_swish(self.norm_out(h)))
+        return self.conv_out(_norm_swish(self.norm_out, h))
 
 
 class VectorQuantizer(nn.Module):
