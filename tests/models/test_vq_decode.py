@@ -49,6 +49,17 @@ def test_decode_bit_identical_to_transformers(pair, threads, batch):
         assert torch.equal(ours.decode(ids), ref)
 
 
+def test_one_image_at_a_time_is_transformers_one_image_at_a_time(pair):
+    """ModelRunner.decode_images decodes one image per call on a CPU, so an image's pixels depend on its codes
+    alone. Against a batched decode they are equal at the Janus shapes (bench/vq_decode.py: janus-mid, batch 8)
+    but not at every shape: oneDNN picks its convolution kernel by the batch too (here conv_in at 4 x 4)."""
+    hf, ours = pair
+    ids = torch.randint(0, VQ["num_embeddings"], (5, GRID * GRID), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ref = torch.cat([hf.decode(ids[i : i + 1]) for i in range(5)])
+        assert torch.equal(torch.cat([ours.decode(ids[i : i + 1]) for i in range(5)]), ref)
+
+
 def test_decode_with_autograd_on_is_identical_and_leaves_the_graph_usable(pair):
     hf, ours = pair
     ids = torch.randint(0, VQ["num_embeddings"], (2, GRID * GRID), generator=torch.Generator().manual_seed(7))
