@@ -53,7 +53,7 @@ def main() -> None:
                         help="per-step time breakdown (auto: on a CPU only; on CUDA it syncs every region)")
     parser.add_argument("--engine-kwargs", default="{}", help="JSON of extra Engine(...) arguments, e.g. a lever off")
     parser.add_argument("--decode-images", type=int, default=0,
-                        help="time VQ decoding on the first N images and scale to all (0: all; chunks of 8 either way)")
+                        help="time VQ decoding on the first N images and scale to all (0: all)")
     parser.add_argument("--compare", action="store_true",
                         help="also time the hot path before issue 14's levers (same run, same warm-up)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "janus_images.jsonl"))
@@ -262,7 +262,7 @@ def time_transformers(path, prompt_ids, args, dtype, codes) -> tuple[float, str,
         sync(args.device)
         start = time.perf_counter()
         with torch.no_grad():
-            for i in range(0, len(codes), 8):  # the engine's chunk
+            for i in range(0, len(codes), 8):  # 8 a call (the engine decodes 1 a call on a CPU; bench/vq_decode.py times both)
                 model.decode_image_tokens(codes[i : i + 8])
         sync(args.device)
         decode_s = (time.perf_counter() - start) * scale_to / len(codes)
