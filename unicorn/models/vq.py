@@ -233,9 +233,9 @@ class VQModel(nn.Module):
     def decode(self, ids: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
         """ids [B, grid*grid] -> pixels [B, 3, S, S] (contiguous), bit-identical to transformers' decoder.
 
-        ``channels_last=True`` runs the decoder's activations channels-last (faster oneDNN convolutions, no
-        layout reorders around each one), which sums in another order: not bit-identical (bench/vq_decode.py
-        measures the error)."""
+        ``channels_last=True`` runs the decoder's activations channels-last (oneDNN's brgemm convolutions, no
+        layout reorders around each one; torch's channels-last GroupNorm is slower, so no faster end to end on
+        an AVX2 CPU), which sums in another order: not bit-identical (bench/vq_decode.py measures the error)."""
         if ids.dim() != 2 or ids.shape[1] != self.grid * self.grid:
             raise ValueError(f"image token ids must be [batch, {self.grid * self.grid}], got {tuple(ids.shape)}")
         z = self.post_quant_conv(self.quantize.codebook_entries(ids, self.grid))
