@@ -20,6 +20,7 @@ fp32 pixels out; not in the default list: ~100x slower on a CPU without bf16 ins
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -144,8 +145,9 @@ def main() -> None:
                 times, outs = run_case(fns, case_providers, ids, repeats, args.warmup)
                 ref = outs["transformers"] if "transformers" in outs else None
                 config = {"preset": preset, "batch": batch, "threads": threads, "dtype": "float32",
-                          "repeats": repeats, "warmup": args.warmup, "gflop": flops / 1e9, "matmul_gflops": machine["gemm_gflops"],
-                          "load_avg_1m": round(__import__("os").getloadavg()[0], 2), "note": args.note}
+                          "repeats": repeats, "warmup": args.warmup, "gflop": flops / 1e9,
+                          "matmul_gflops": machine["gemm_gflops"], "load_avg_1m": round(os.getloadavg()[0], 2),
+                          "note": args.note}
                 hf_s = statistics.median(times["transformers"]) if ref is not None else None
                 rows = []
                 print(f"{preset} batch {batch}, {threads} thread(s), {flops / 1e9:.1f} GFLOP, matmul "

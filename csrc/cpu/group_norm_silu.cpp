@@ -3,8 +3,9 @@
 // RowwiseMoments header, built for torch's CPU capability and with FP contraction as torch's own build, see
 // unicorn/kernels/cpu_ops.py), the same per-channel scale and shift, the same vectorised sigmoid (0 - z, Sleef
 // exp u10, + 1, 1 / .). Groups must hold a multiple of 32 elements: then neither the moments nor torch's
-// elementwise loop take a scalar tail (whose rounding depends on how each compiler contracts it). It saves a write and a read of the activation per normalisation and the sigmoid's
-// temporary. unicorn/kernels/cpu_ops.py checks the equality once per process before the decoder uses it.
+// elementwise loop take a scalar tail (whose rounding depends on how each compiler contracts it). It saves a
+// write and a read of the activation per normalisation, the sigmoid's temporary, and at several threads one
+// parallel region per norm. unicorn/kernels/cpu_ops.py checks the equality once per process before use.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
