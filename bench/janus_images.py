@@ -76,7 +76,7 @@ def parse_args() -> argparse.Namespace:
                         help="per-step time breakdown (auto: on a CPU only; on CUDA it syncs every region)")
     parser.add_argument("--engine-kwargs", default="{}", help="JSON of extra Engine(...) arguments, e.g. a lever off")
     parser.add_argument("--decode-images", type=int, default=0,
-                        help="time VQ decoding on the first N images and scale to all (0: all; chunks of 8 either way)")
+                        help="time VQ decoding on the first N images and scale to all (0: all)")
     parser.add_argument("--compare", action="store_true",
                         help="also time the hot path before issue 14's levers (same run, same warm-up)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "janus_images.jsonl"))

@@ -281,9 +281,12 @@ class ModelRunner:
                 by_id[request_id].pending_logprobs[i] = record
 
     @_under_kernel_choice
-    def decode_images(self, image_tokens: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-        """VQ-decodes [N, num_generated_image_tokens] codes to pixels, a few images at a time (full-resolution
-        activations of many images at once cost more in memory traffic than they save)."""
+    def decode_images(self, image_tokens: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """VQ-decodes [N, num_generated_image_tokens] codes to pixels, ``chunk`` images at a time: by default one on a CPU
+        (a 384 px image's activations already overflow the caches: batch 8 in one call was ~1.6x slower per
+        image, bench/vq_decode.py), so an image's pixels depend on its codes alone (oneDNN may pick another
+        convolution kernel for another batch size); 8 on a GPU."""
+        chunk = chunk or (1 if self.device.type == "cpu" else 8)
         with torch.inference_mode():
             if not isinstance(image_tokens, torch.Tensor):  # a flow request's final latents (FlowLatents)
                 return self.model.flow.decode(image_tokens.plan, image_tokens.latents.to(self.device))

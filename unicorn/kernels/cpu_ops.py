@@ -39,3 +39,49 @@ def load():
 
 def available() -> bool:
     return load() is not None
+
+
+_GROUP_NORM_SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "cpu" / "group_norm_silu.cpp"
+# ATen's vector headers built for the capability torch dispatches to here, so that Vectorized<float> (and its Sleef
+# exp) is the one torch's own kernels use.
+_CAPABILITY_FLAGS = {
+    "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-DCPU_CAPABILITY=AVX512",
+               "-DCPU_CAPABILITY_AVX512"],
+}
+
+
+@functools.lru_cache(maxsize=1)
+def load_group_norm_silu():
+    """The compiled ``group_norm_silu`` (csrc/cpu/group_norm_silu.cpp), or None when it cannot be built here or
+    its output is not bit-identical to torch's group_norm + x * sigmoid(x) on a probe (then callers keep torch)."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if os.environ.get("UNICORN_NO_CPU_OPS") or capability not in _CAPABILITY_FLAGS or not _GROUP_NORM_SOURCE.exists():
+        return None
+    try:
+        from torch.utils.cpp_extension import load_inline
+
+        source = _GROUP_NORM_SOURCE.read_text()
+        digest = hashlib.sha256((source + capability).encode()).hexdigest()[:10]
+        module = load_inline(
+            name=f"unicorn_group_norm_silu_{digest}",
+            cpp_sources=[source],
+            functions=["group_norm_silu"],
+            # FP contraction as in torch's own build (GCC's default): RowwiseMoments' scalar steps must round
+            # as torch's compiled copy of the same header does.
+            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=fast", *_CAPABILITY_FLAGS[capability]],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception:  # noqa: BLE001 - any build failure means "use the torch path"
+        return None
+    from unicorn.kernels.group_norm_silu import group_norm_silu_ref
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 64, 16, 13, generator=gen) * 3 + 0.5
+    weight, bias = 1 + torch.randn(64, generator=gen) * 0.1, torch.randn(64, generator=gen) * 0.1
+    if not torch.equal(module.group_norm_silu(x, weight, bias, 32, 1e-6), group_norm_silu_ref(x, weight, bias, 32, 1e-6)):
+        return None
+    return module

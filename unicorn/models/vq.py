@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unicorn.kernels import group_norm_silu
 from unicorn.models.janus_config import VQArch
 
 
@@ -12,8 +13,35 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
+_SILU_CHUNK = 1 << 16  # elements per in-place step: the sigmoid's temporary stays in L2 (256 KiB)
+
+
 def _swish(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(x)
+    """x * sigmoid(x), bit-identical to the whole-tensor ops. Without autograd it works in place; at one thread
+    a cache-sized chunk at a time (each element meets the same vectorised sigmoid as in the whole-tensor op, since
+    the chunks are multiples of the vector width: only a tensor's last n % 16 elements take the scalar path, in
+    both); at more threads in one go, since every chunk would be a parallel region of its own."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x * torch.sigmoid(x)
+    if torch.get_num_threads() > 1:
+        return x.mul_(torch.sigmoid(x))
+    flat = (x if x.is_contiguous() else x.permute(0, 2, 3, 1)).view(-1)  # NCHW or channels-last, dense
+    for chunk in flat.split(_SILU_CHUNK):
+        chunk.mul_(torch.sigmoid(chunk))
+    return x
+
+
+def _norm_swish(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """swish(norm(x)); without autograd on contiguous fp32 CPU tensors the one-pass C++ op (bit-identical,
+    unicorn/kernels/group_norm_silu.py), else torch's group norm and then :func:`_swish`."""
+    if not torch.is_grad_enabled() and group_norm_silu.can_fuse(x, norm.num_groups):
+        return group_norm_silu.group_norm_silu(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
+    return _swish(norm(x))
+
+
+def _add_residual(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x + h, into h when autograd allows (h is a fresh conv output; addition commutes exactly)."""
+    return x + h if torch.is_grad_enabled() and (h.requires_grad or x.requires_grad) else h.add_(x)
 
 
 class ResnetBlock(nn.Module):
@@ -27,11 +55,11 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1, 1, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_swish(self.norm1(x)))
-        h = self.conv2(_swish(self.norm2(h)))
+        h = self.conv1(_norm_swish(self.norm1, x))
+        h = self.conv2(_norm_swish(self.norm2, h))
         if hasattr(self, "nin_shortcut"):
             x = self.nin_shortcut(x)
-        return x + h
+        return _add_residual(h, x)
 
 
 class AttnBlock(nn.Module):
@@ -51,7 +79,7 @@ class AttnBlock(nn.Module):
         v = self.v(h).reshape(b, c, height * width)
         weights = torch.softmax(torch.bmm(q, k) * (int(c) ** -0.5), dim=2)  # [B, HWq, HWk]
         out = torch.bmm(v, weights.transpose(1, 2)).reshape(b, c, height, width)
-        return x + self.proj_out(out)
+        return _add_residual(self.proj_out(out), x)
 
 
 class Downsample(nn.Module):
@@ -124,7 +152,7 @@ class Encoder(nn.Module):
             if hasattr(down, "downsample"):
                 h = down.downsample(h)
         h = self.mid(h)
-        return self.conv_out(_swish(self.norm_out(h)))
+        return self.conv_out(_norm_swish(self.norm_out, h))
 
 
 class Decoder(nn.Module):
@@ -158,7 +186,7 @@ class Decoder(nn.Module):
                     h = up.attn[i](h)
             if hasattr(up, "upsample"):
                 h = up.upsample(h)
-        return self.conv_out(_swish(self.norm_out(h)))
+        return self.conv_out(_norm_swish(self.norm_out, h))
 
 
 class VectorQuantizer(nn.Module):
@@ -202,7 +230,15 @@ class VQModel(nn.Module):
     def encode(self, pixel_values: torch.Tensor, l2_normalized: bool = True) -> torch.Tensor:
         return self.quantize.nearest_codes(self.quant_conv(self.encoder(pixel_values)), l2_normalized)
 
-    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+    def decode(self, ids: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """ids [B, grid*grid] -> pixels [B, 3, S, S] (contiguous), bit-identical to transformers' decoder.
+
+        ``channels_last=True`` runs the decoder's activations channels-last (oneDNN's brgemm convolutions, no
+        layout reorders around each one; torch's channels-last GroupNorm is slower, so no faster end to end on
+        an AVX2 CPU), which sums in another order: not bit-identical (bench/vq_decode.py measures the error)."""
         if ids.dim() != 2 or ids.shape[1] != self.grid * self.grid:
             raise ValueError(f"image token ids must be [batch, {self.grid * self.grid}], got {tuple(ids.shape)}")
-        return self.decoder(self.post_quant_conv(self.quantize.codebook_entries(ids, self.grid)))
+        z = self.post_quant_conv(self.quantize.codebook_entries(ids, self.grid))
+        if channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+        return self.decoder(z).contiguous()
