@@ -6,6 +6,9 @@ An evaluator is any object with
     name: str
     describe() -> dict                     its settings (part of the improve run's identity)
     evaluate(model_path, out_dir, log) -> dict
+    evaluate_on(engine, model_path, out_dir, log) -> dict | None     optional: the loop's kept engine, awake and
+                                           holding model_path's weights; None declines it (the loop then calls
+                                           evaluate, which opens an engine of its own, and says so in its log)
 
 and ``evaluate`` returns
 
