@@ -5,7 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from unicorn.selfplay.improve import ImproveConfig, TrainSettings, improve
+from unicorn.selfplay.improve import ImproveConfig, KeptEngine, TrainSettings, improve
 from unicorn.toyworld.model import default_model_path
 
 EVAL = {"split": "val", "prompts_per_category": 1, "scenes_per_category": 1, "drawings": 2, "seeds": [0],
@@ -20,16 +20,27 @@ def _tree(root: Path) -> dict:
             if p.is_file() and p.name not in skip and "checkpoints" not in p.parts and p.suffix != ".png"}
 
 
-def test_kept_engine_equals_a_fresh_engine_per_stage(tmp_path):
+def test_kept_engine_equals_a_fresh_engine_per_stage(tmp_path, monkeypatch):
     cfg = ImproveConfig(model=str(default_model_path()), recipe="toyworld", num_prompts=4, epoch_size=2, seed=0,
                         train=TrainSettings(steps=2, micro_batch=2, warmup=1, ema=0.5), evaluator="toyworld",
                         eval_options=EVAL, control=True, num_kv_blocks=512)
-    logs = {"kept": [], "fresh": []}
+    logs = {"kept": [], "fresh": [], "kept-level-2": []}
     for name, keep in (("kept", True), ("fresh", False)):
         improve(cfg, 2, str(tmp_path / name), log=logs[name].append, progress=False, keep_engine=keep)
     kept, fresh = _tree(tmp_path / "kept"), _tree(tmp_path / "fresh")
     assert sorted(kept) == sorted(fresh)
     assert {p for p in kept if kept[p] != fresh[p]} == set()
+    # a GPU engine sleeps at level 2 (weights discarded, the export loaded on waking): the same path on CPU
+    init = KeptEngine.__init__
+
+    def level_2(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.sleep_level = 2
+
+    monkeypatch.setattr(KeptEngine, "__init__", level_2)
+    improve(cfg, 2, str(tmp_path / "kept-level-2"), log=logs["kept-level-2"].append, progress=False)
+    assert _tree(tmp_path / "kept-level-2") == fresh
+    assert any("engine wake_up+load" in line for line in logs["kept-level-2"])
     for sub in ("round-01/model/model.safetensors", "round-02/selfplay/rollouts.jsonl",
                 "round-02/cpr/manifest.json", "round-02/eval/eval.json"):
         assert sub in kept
