@@ -5,6 +5,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from unicorn.selfplay.improve import ImproveConfig, KeptEngine, TrainSettings, improve
 from unicorn.toyworld.model import default_model_path
 
@@ -20,6 +22,7 @@ def _tree(root: Path) -> dict:
             if p.is_file() and p.name not in skip and "checkpoints" not in p.parts and p.suffix != ".png"}
 
 
+@pytest.mark.slow
 def test_kept_engine_equals_a_fresh_engine_per_stage(tmp_path, monkeypatch):
     cfg = ImproveConfig(model=str(default_model_path()), recipe="toyworld", num_prompts=4, epoch_size=2, seed=0,
                         train=TrainSettings(steps=2, micro_batch=2, warmup=1, ema=0.5), evaluator="toyworld",
