@@ -15,11 +15,11 @@ EVAL = {"split": "val", "prompts_per_category": 1, "scenes_per_category": 1, "dr
 
 
 def _tree(root: Path) -> dict:
-    """sha256 of every file but the wall-clock ones (timing, the trainer's metrics, its resumable checkpoints)."""
-    skip = ("timing.json", "metrics.jsonl")
+    """sha256 of every file (drawn images included) but the wall-clock ones: timing, the trainer's metrics, its
+    resumable checkpoints, and the plot (matplotlib stamps it)."""
+    skip = ("timing.json", "metrics.jsonl", "improve.png")
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes().replace(str(root).encode(), b"OUT")).hexdigest()
-            for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name not in skip and "checkpoints" not in p.parts and p.suffix != ".png"}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip and "checkpoints" not in p.parts}
 
 
 @pytest.mark.slow
@@ -45,8 +45,10 @@ def test_kept_engine_equals_a_fresh_engine_per_stage(tmp_path, monkeypatch):
     assert _tree(tmp_path / "kept-level-2") == fresh
     assert any("engine wake_up+load" in line for line in logs["kept-level-2"])
     for sub in ("round-01/model/model.safetensors", "round-02/selfplay/rollouts.jsonl",
-                "round-02/cpr/manifest.json", "round-02/eval/eval.json"):
+                "round-02/cpr/manifest.json", "round-02/eval/eval.json", "round-02/report.json"):
         assert sub in kept
+    assert any(p.startswith("round-02/selfplay/") and p.endswith(".png") for p in kept)
+    assert any(p.startswith("round-02/cpr/data-") and p.endswith(".parquet") for p in kept)
 
     # one start; every later stage on the same engine, weights loaded in place after each training
     actions = [a["action"] for r in (1, 2)
