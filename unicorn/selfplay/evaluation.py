@@ -86,6 +86,16 @@ def load_evaluator(spec: str, options: dict | None = None):
     return evaluator
 
 
+def is_default_engine(engine, num_kv_blocks: int | None) -> bool:
+    """Whether ``engine`` is what ``Engine(path, num_kv_blocks=num_kv_blocks)`` builds (CPU, fp32, that pool; any
+    pool for None, which sizes it from free memory): an evaluator that opens such an engine gives the same figures
+    on this one, once reseeded and its prefix cache dropped."""
+    import torch
+
+    return (engine.device.type == "cpu" and engine.spec.dtype == torch.float32
+            and (num_kv_blocks is None or engine.block_manager.num_blocks == num_kv_blocks))
+
+
 def check_result(name: str, result) -> dict:
     if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
         raise EvaluatorError(f"evaluator {name!r} returned no 'metrics' dict")

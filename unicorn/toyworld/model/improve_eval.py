@@ -57,10 +57,9 @@ class ToyWorldEvaluator:
     def evaluate_on(self, engine, model_path: str, out_dir, log=print) -> dict | None:
         """On ``unicorn improve``'s kept engine when it is the engine :meth:`evaluate` would open (CPU, fp32, the same
         KV blocks), so that the figures are the same; None otherwise (the loop then calls :meth:`evaluate`)."""
-        import torch
+        from unicorn.selfplay.evaluation import is_default_engine
 
-        if (engine.device.type != "cpu" or engine.spec.dtype != torch.float32
-                or (self.num_kv_blocks is not None and engine.block_manager.num_blocks != self.num_kv_blocks)):
+        if not is_default_engine(engine, self.num_kv_blocks):
             return None
         engine.reseed(0)  # as Engine(..., seed=0) in evaluate
         engine.reset_prefix_cache()
