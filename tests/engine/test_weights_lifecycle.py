@@ -237,3 +237,21 @@ def test_tied_lm_head_updates_through_either_name(tmp_path):
     other = state["lm_head.weight"] + 1
     with pytest.raises(CheckpointError, match="are tied but differ"):
         engine.update_weights({**state, "lm_head.weight": other})
+
+
+def test_reset_prefix_cache_and_reseed_make_a_kept_engine_answer_as_a_fresh_one(ckpts):
+    """What ``unicorn improve`` does before each stage on its kept engine: requests without a seed of their own and
+    prompts seen before then get what a fresh ``Engine(..., seed=s)`` gives them."""
+    sampled = SamplingParams(temperature=1.0, max_tokens=6)  # no seed: drawn from the engine's seed stream
+    fresh = Engine(ckpts[0], seed=7, **KW).generate([RUBRIC, RUBRIC], sampled)
+    engine = Engine(ckpts[0], seed=0, **KW)
+    engine.generate([RUBRIC], sampled)
+    assert engine.generate([RUBRIC], TEXT)[0].num_cached_tokens > 0
+    engine.reseed(7)
+    engine.reset_prefix_cache()
+    got = engine.generate([RUBRIC, RUBRIC], sampled)
+    assert [o.token_ids for o in got] == [o.token_ids for o in fresh]
+    assert got[0].num_cached_tokens == 0
+    engine.submit_text(RUBRIC, TEXT)
+    with pytest.raises(RuntimeError, match="reset_prefix_cache needs an idle engine"):
+        engine.reset_prefix_cache()

@@ -168,6 +168,18 @@ def test_a_cpr_build_killed_half_way_resumes_to_the_same_bytes(finished_run, tmp
     assert verify_dataset(str(tmp_path / "ref")) == []
 
 
+def _one_worker_reference(tmp_path: Path, env: dict) -> Path:
+    """The one-worker run, in a subprocess at the workers' thread count (``env``'s OMP_NUM_THREADS): the VQ decoder's
+    convolutions round some pixels differently with another number of threads (the image tokens do not depend on
+    it), so an in-process reference at this process's count would not do."""
+    reference = tmp_path / "one-worker"
+    one = [sys.executable, "-m", "unicorn.cli", "selfplay", "--num-prompts", str(N), "--epoch-size", str(EPOCH),
+           "--out", str(reference), "--no-progress", "--num-kv-blocks", "2048"]
+    made = subprocess.run(one, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    return reference
+
+
 @pytest.mark.slow
 def test_two_workers_under_torchrun_killed_then_resumed_equal_one_worker(tmp_path):
     """2 processes under torchrun (one engine each, gloo), SIGKILLed (the launcher and both workers) once the first
@@ -178,13 +190,7 @@ def test_two_workers_under_torchrun_killed_then_resumed_equal_one_worker(tmp_pat
            "selfplay", "--num-prompts", str(N), "--epoch-size", str(EPOCH), "--out", str(out), "--no-progress",
            "--workers", "2", "--num-kv-blocks", "2048"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # the one-worker reference runs at the workers' thread count: the VQ decoder's convolutions round some pixels
-    # differently with another number of threads (the image tokens do not depend on it)
-    reference = tmp_path / "one-worker"
-    one = [sys.executable, "-m", "unicorn.cli", "selfplay", "--num-prompts", str(N), "--epoch-size", str(EPOCH),
-           "--out", str(reference), "--no-progress", "--num-kv-blocks", "2048"]
-    made = subprocess.run(one, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr[-2000:]
+    reference = _one_worker_reference(tmp_path, env)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     parts = out / "epochs" / "parts"
@@ -205,13 +211,18 @@ def test_two_workers_under_torchrun_killed_then_resumed_equal_one_worker(tmp_pat
 
 
 @pytest.mark.slow
-def test_two_ray_actors_equal_one_worker(finished_run, tmp_path):
-    """The same job as 2 Ray actors (one engine each): every file equals the one-worker run's (run.json aside)."""
+def test_two_ray_actors_equal_one_worker(tmp_path):
+    """The same job as 2 Ray actors (one engine each): every file equals the one-worker run's (run.json aside). Both
+    run as subprocesses at one torch thread (a Ray actor of one CPU keeps the OMP_NUM_THREADS it inherits; Ray sets
+    it only when unset), as the torchrun test does."""
     pytest.importorskip("ray")
-    reference, _ = finished_run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    reference = _one_worker_reference(tmp_path, env)
     out = tmp_path / "run"
-    selfplay(str(default_model_path()), "toyworld", SelfPlayConfig(N, seed=0, epoch_size=EPOCH), str(out),
-             progress=False, log=lambda *_: None, workers=2, backend="ray", num_kv_blocks=2048)
+    cmd = [sys.executable, "-m", "unicorn.cli", "selfplay", "--num-prompts", str(N), "--epoch-size", str(EPOCH),
+           "--out", str(out), "--no-progress", "--workers", "2", "--ray", "--num-kv-blocks", "2048"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "run.json").read_text())["config"]["workers"] == 2
     got, want = _files(out), _files(reference)
     got.pop("run.json"), want.pop("run.json")

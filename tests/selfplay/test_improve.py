@@ -173,6 +173,14 @@ def test_evaluators_are_plug_ins(tmp_path):
     report = json.loads((tmp_path / "unicycle" / "report.json").read_text())
     assert result["metrics"]["soft"] == report["overall"]["soft"]
     assert abs(sum(result["units"]["soft"].values()) / 2 - result["metrics"]["soft"]) < 1e-3  # the report rounds
+    # on unicorn improve's kept engine (used before, other seed): the same figures; another pool is declined
+    from unicorn.engine.llm_engine import Engine
+
+    with Engine(str(default_model_path()), seed=5, num_kv_blocks=256) as engine:
+        engine.generate(["a red circle"])
+        assert unicycle.evaluate_on(engine, str(default_model_path()), tmp_path / "kept", log=lambda *_: None) == result
+    with Engine(str(default_model_path()), num_kv_blocks=128) as engine:
+        assert unicycle.evaluate_on(engine, str(default_model_path()), tmp_path / "other", log=lambda *_: None) is None
 
 
 def test_paired_delta_against_the_textbook_standard_error():

@@ -285,6 +285,17 @@ class Engine:
         self.runner.kv_caches = caches
         self._sleep_level = 0
 
+    def reset_prefix_cache(self) -> None:
+        """Forgets every cached prefix (the blocks stay allocated to no one, free), so that later requests compute
+        their prompts as on a fresh engine. Refused while a request is queued or running."""
+        self._check_idle("reset_prefix_cache")
+        self.block_manager.reset_prefix_cache()
+
+    def reseed(self, seed: int) -> None:
+        """Restarts the stream that seeds requests given no seed of their own, as ``Engine(..., seed=seed)`` starts
+        it: with :meth:`reset_prefix_cache`, an engine kept between stages then answers as a fresh one would."""
+        self._seed_stream = random.Random(seed)
+
     @property
     def sleep_level(self) -> int:
         """0 when awake, else the level :meth:`sleep` was called with."""

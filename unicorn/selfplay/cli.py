@@ -87,7 +87,7 @@ def cmd_improve(args) -> None:
                         evaluator=None if evaluator == "none" else evaluator,
                         eval_options=parse_options(args.eval_opt), control=args.control, device=args.device,
                         dtype=args.dtype, num_kv_blocks=args.num_kv_blocks, recipe_settings=recipe_settings(args))
-    improve(cfg, args.rounds, args.out, progress=not args.no_progress)
+    improve(cfg, args.rounds, args.out, progress=not args.no_progress, keep_engine=not args.fresh_engines)
 
 
 def add_subparser(sub) -> None:
@@ -154,5 +154,8 @@ def add_subparser(sub) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--num-kv-blocks", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--fresh-engines", action="store_true",
+                   help="open a fresh engine for every stage instead of keeping one (sleeping while training, the "
+                        "export loaded in place); the same results")
     add_setting_flags(p)
     p.set_defaults(func=cmd_improve)

@@ -6,6 +6,9 @@ An evaluator is any object with
     name: str
     describe() -> dict                     its settings (part of the improve run's identity)
     evaluate(model_path, out_dir, log) -> dict
+    evaluate_on(engine, model_path, out_dir, log) -> dict | None     optional: the loop's kept engine, awake and
+                                           holding model_path's weights; None declines it (the loop then calls
+                                           evaluate, which opens an engine of its own, and says so in its log)
 
 and ``evaluate`` returns
 
@@ -81,6 +84,16 @@ def load_evaluator(spec: str, options: dict | None = None):
         if not hasattr(evaluator, attr):
             raise EvaluatorError(f"evaluator {spec!r} has no {attr!r} (see unicorn/selfplay/evaluation.py)")
     return evaluator
+
+
+def is_default_engine(engine, num_kv_blocks: int | None) -> bool:
+    """Whether ``engine`` is what ``Engine(path, num_kv_blocks=num_kv_blocks)`` builds (CPU, fp32, that pool; any
+    pool for None, which sizes it from free memory): an evaluator that opens such an engine gives the same figures
+    on this one, once reseeded and its prefix cache dropped."""
+    import torch
+
+    return (engine.device.type == "cpu" and engine.spec.dtype == torch.float32
+            and (num_kv_blocks is None or engine.block_manager.num_blocks == num_kv_blocks))
 
 
 def check_result(name: str, result) -> dict:

@@ -17,6 +17,13 @@ self-play resumes its own written epochs, the trainer its checkpoints, and an un
 removed and redone. Each stage is deterministic, so the result equals an uninterrupted run's. ``--rounds`` is not
 part of the identity: a finished run re-run with more rounds continues.
 
+One engine is kept across stages and rounds (``keep_engine``, the default, in one process): it sleeps while the
+trainer runs (level 1 on CPU: the KV pool freed; level 2 on a GPU: the weights' device memory too), and wakes with
+the export loaded in place (``Engine.update_weights``: every name and shape checked, the prefix cache dropped). Each
+stage reseeds it and drops its prefix cache, so the run equals one with a fresh engine per stage (tested). Self-play
+under torchrun with several processes, or an evaluator without ``evaluate_on`` (or one that declines the engine),
+gets fresh engines instead; the log says so, and OUT/round-RR/timing.json records which and the seconds spent.
+
 The evaluator is a plug-in (evaluation.py); this module never imports a benchmark, nor the toy world's oracle.
 """
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import gc
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -141,14 +149,73 @@ class Round:
         return self.dir / ARMS[arm] / name if ARMS[arm] else self.dir / name
 
 
+class KeptEngine:
+    """The one engine of a run's stages: opened on first use, put to sleep for training, woken holding the weights
+    the next stage asks for. ``timing`` collects the seconds each start, sleep and weight load took."""
+
+    def __init__(self, cfg: ImproveConfig, log):
+        self.cfg, self.log = cfg, log
+        self.engine, self.weights = None, None  # the engine and the resolved directory its weights came from
+        self.sleep_level = 2 if cfg.device.startswith("cuda") else 1  # a GPU engine gives the trainer its memory
+        self.timing: list[dict] = []
+
+    def holding(self, model: str):
+        """The engine, awake, with ``model``'s weights (a checkpoint directory)."""
+        from unicorn.engine.llm_engine import Engine
+
+        model = str(Path(model).resolve())
+        start = time.perf_counter()
+        if self.engine is None:
+            cfg = self.cfg
+            self.engine = Engine(model, device=cfg.device, dtype=cfg.dtype, num_kv_blocks=cfg.num_kv_blocks)
+            action = "start"
+        elif self.engine.sleep_level == 2:
+            self.engine.wake_up(weights=model)
+            action = "wake_up+load"
+        else:
+            action = "wake_up" if self.engine.sleep_level else None
+            if self.engine.sleep_level:
+                self.engine.wake_up()
+            if model != self.weights:
+                self.engine.update_weights(model)
+                action = f"{action}+update_weights" if action else "update_weights"
+        self.weights = model
+        if action:
+            self._record(action, model, start)
+        return self.engine
+
+    def sleep(self) -> None:
+        if self.engine is not None and not self.engine.sleep_level:
+            start = time.perf_counter()
+            self.engine.sleep(level=self.sleep_level)
+            self._record(f"sleep(level={self.sleep_level})", self.weights, start)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def _record(self, action: str, model: str, start: float) -> None:
+        seconds = time.perf_counter() - start
+        self.timing.append({"action": action, "model": model, "s": round(seconds, 3)})
+        self.log(f"improve: engine {action} ({Path(model).name}) in {seconds:.2f}s")
+
+
 class Improver:
-    def __init__(self, cfg: ImproveConfig, out: str, log=print, progress: bool = True, stop_after: str | None = None):
+    def __init__(self, cfg: ImproveConfig, out: str, log=print, progress: bool = True, stop_after: str | None = None,
+                 keep_engine: bool = True):
         from unicorn.selfplay.recipe import load_recipe
+        from unicorn.selfplay.workers import env_world
 
         self.cfg, self.out, self.log, self.progress, self.stop_after = cfg, Path(out), log, progress, stop_after
         self.recipe = load_recipe(cfg.recipe, cfg.recipe_settings)
         self.evaluator = load_evaluator(cfg.evaluator, cfg.eval_options) if cfg.evaluator else None
         self.identity = _identity(cfg, self.recipe, self.evaluator)
+        self.fresh_reason = None if keep_engine else "keep_engine=False"
+        if keep_engine and env_world()[1] > 1:
+            self.fresh_reason = f"{env_world()[1]} processes under torchrun (one engine each)"
+        self.kept = None if self.fresh_reason else KeptEngine(cfg, log)
+        self.fresh_s: list[dict] = []  # the stages that ran on an engine of their own: (stage, seconds)
 
     # ---- stages -------------------------------------------------------------------------------------------------
     def _stage(self, rnd: Round, stage: str, run) -> dict:
@@ -167,11 +234,14 @@ class Improver:
         from unicorn.selfplay.run import selfplay
 
         cfg = self.cfg
+        if self.kept is None:
+            self.log(f"improve: round {rnd.index}: self-play on a fresh engine ({self.fresh_reason})")
+        engine = self.kept.holding(model) if self.kept else None
         summary = selfplay(model, cfg.recipe, SelfPlayConfig(cfg.num_prompts, seed=cfg.round_seed(rnd.index),
                                                              epoch_size=cfg.epoch_size),
                            str(rnd.path("judge", "selfplay")), device=cfg.device, dtype=cfg.dtype,
                            num_kv_blocks=cfg.num_kv_blocks, progress=self.progress, log=self.log,
-                           settings=cfg.recipe_settings)
+                           settings=cfg.recipe_settings, engine=engine)
         keys = ("num_slots", "num_prompts", "num_kept", "acceptance_rate", "score_histogram", "parse_failures",
                 "cpr_counts", "per_category")
         return {k: summary[k] for k in keys}
@@ -212,6 +282,8 @@ class Improver:
         prefix = ARMS[arm]
         if rnd.done(prefix + "train") and rnd.done(prefix + "export"):
             return
+        if self.kept:
+            self.kept.sleep()  # the trainer gets the engine's memory
         trainer = Trainer(self._train_config(rnd, arm, model), log=self.log)
         try:
             def train() -> dict:
@@ -241,7 +313,20 @@ class Improver:
         def run() -> dict:
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True)
-            result = check_result(self.evaluator.name, self.evaluator.evaluate(model, dest, self.log))
+            result = None
+            if self.kept and hasattr(self.evaluator, "evaluate_on"):
+                result = self.evaluator.evaluate_on(self.kept.holding(model), model, dest, self.log)
+                reason = "it declined the kept engine"
+            else:
+                reason = self.fresh_reason or "it has no evaluate_on"
+            if result is None:  # the evaluator opens its own engine; the kept one sleeps meanwhile
+                self.log(f"improve: round {rnd.index}: evaluator {self.evaluator.name!r} on a fresh engine ({reason})")
+                if self.kept:
+                    self.kept.sleep()
+                start = time.perf_counter()
+                result = self.evaluator.evaluate(model, dest, self.log)
+                self.fresh_s.append({"stage": f"{rnd.index}:{prefix}eval", "s": round(time.perf_counter() - start, 3)})
+            result = check_result(self.evaluator.name, result)
             atomic_write_json(dest / "eval.json", result)
             return {"metrics": result["metrics"]}
 
@@ -250,6 +335,24 @@ class Improver:
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     def run(self, rounds: int) -> dict:
+        try:
+            return self._run(rounds)
+        finally:
+            if self.kept:
+                self.kept.close()
+
+    def _write_timing(self, rnd: Round) -> None:
+        """Which engine each stage of this session ran on, and the seconds its starts and weight loads took (not part
+        of the results: a resumed or fresh-engine run writes other figures)."""
+        kept = self.kept.timing if self.kept else []
+        atomic_write_json(rnd.dir / "timing.json", {"engine": "kept" if self.kept else "fresh",
+                                                    "fresh_reason": self.fresh_reason, "kept_engine": kept,
+                                                    "fresh_engine_stages": self.fresh_s})
+        if self.kept:
+            self.kept.timing = []
+        self.fresh_s = []
+
+    def _run(self, rounds: int) -> dict:
         from unicorn.selfplay import improve_report as report
 
         if rounds < 1:
@@ -277,6 +380,7 @@ class Improver:
                 evaluation = self._evaluate(rnd, arm, str(rnd.path(arm, "model")))
                 results[arm] = {"cpr": cpr, "train": rnd.stages[ARMS[arm] + "train"],
                                 "export": rnd.stages[ARMS[arm] + "export"], "eval": evaluation}
+            self._write_timing(rnd)
             round_report = report.round_report(index, model, selfplay_summary, results, base, previous)
             report.write_round(rnd.dir, round_report)
             reports.append(round_report)
@@ -288,10 +392,12 @@ class Improver:
 
 
 def improve(cfg: ImproveConfig, rounds: int, out: str, log=print, progress: bool = True,
-            stop_after: str | None = None) -> dict | None:
-    """Runs (or resumes) ``rounds`` rounds into ``out``; returns the overall report (None when stopped early)."""
+            stop_after: str | None = None, keep_engine: bool = True) -> dict | None:
+    """Runs (or resumes) ``rounds`` rounds into ``out``; returns the overall report (None when stopped early).
+    ``keep_engine=False``: a fresh engine for every stage (the same results; for comparison)."""
     try:
-        return Improver(cfg, out, log=log, progress=progress, stop_after=stop_after).run(rounds)
+        return Improver(cfg, out, log=log, progress=progress, stop_after=stop_after,
+                        keep_engine=keep_engine).run(rounds)
     except StopImprove as stop:
         log(f"improve: {stop}")
         return None

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from unicorn.cpr.shards import DatasetWriter
@@ -27,15 +28,22 @@ def run_config(model_path: str, recipe: Recipe, cfg: SelfPlayConfig, device: str
 
 def selfplay(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: str, *, device: str = "cpu",
              dtype: str = "float32", num_kv_blocks: int | None = None, progress: bool = True, log=print,
-             workers: int | None = None, backend: str = "torchrun", settings: dict | None = None) -> dict:
+             workers: int | None = None, backend: str = "torchrun", settings: dict | None = None,
+             engine=None) -> dict:
     """Runs (or resumes) self-play into ``out_dir`` and returns the summary. ``settings``: role settings laid over
     the recipe's (``load_recipe``; the run keeps the recipe so edited, and its digest must match on resume).
 
     ``backend="torchrun"``: every process under torchrun runs this with its own engine (``workers``, if given, must
     equal the world size). ``backend="ray"``: this process starts ``workers`` Ray actors, one engine each. Either
-    way the workers' epoch parts are merged and the data set written once, the same bytes as one worker's."""
+    way the workers' epoch parts are merged and the data set written once, the same bytes as one worker's.
+
+    ``engine``: an idle engine to play on in place of a new one (one worker only; ``unicorn improve`` keeps one
+    between rounds), holding ``model_path``'s weights and built with the same device, dtype and KV blocks; it is
+    reseeded and its prefix cache dropped first, so the run equals one on a fresh engine."""
     if backend not in ("torchrun", "ray"):
         raise ValueError(f"backend must be 'torchrun' or 'ray', got {backend!r}")
+    if engine is not None and (backend == "ray" or (workers or 1) > 1):
+        raise ValueError("engine=: a kept engine plays one worker in this process, not under Ray or W workers")
     recipe = load_recipe(recipe_name, settings)
     run = RunDir(out_dir)
     job = dict(model_path=model_path, recipe_name=recipe_name, cfg=cfg, out_dir=out_dir, device=device, dtype=dtype,
@@ -65,7 +73,7 @@ def selfplay(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: st
         quiet = rank != 0
         try:
             mine = work(**job, rank=rank, world=world, progress=progress and not quiet,
-                        log=(lambda *_: None) if quiet else log)
+                        log=(lambda *_: None) if quiet else log, engine=engine)
         except SelfPlayError:  # refused before anything was drawn (the driver's preflight)
             if fresh and rank == 0:
                 run.remove_unstarted()
@@ -97,12 +105,19 @@ def _open(run: RunDir, config: dict, recipe: Recipe) -> None:
 
 def work(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: str, *, device: str, dtype: str,
          num_kv_blocks: int | None, rank: int, world: int, progress: bool = False, log=print,
-         settings: dict | None = None) -> dict:
-    """One worker's share of an opened run, on its own engine: its counters and engine figures."""
+         settings: dict | None = None, engine=None) -> dict:
+    """One worker's share of an opened run, on its own engine (or ``engine``, kept by the caller): its counters and
+    engine figures."""
     from unicorn.engine.llm_engine import Engine
 
     recipe = load_recipe(recipe_name, settings)
     run = RunDir(out_dir)  # opened by _open before any worker started
+    if engine is not None:
+        if world > 1:
+            raise ValueError("engine=: a kept engine plays one worker only")
+        engine.reseed(cfg.seed)  # as Engine(..., seed=cfg.seed) below
+        engine.reset_prefix_cache()
+        return _play(engine, recipe, cfg, run, progress, log, rank, world)
     if str(device) == "cuda" and world > 1 and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per rank
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     kv_memory = None
@@ -114,12 +129,20 @@ def work(model_path: str, recipe_name: str, cfg: SelfPlayConfig, out_dir: str, *
         kv_memory = default_kv_budget(torch.device(device), 0.85) // world
     with Engine(str(model_path), device=device, dtype=dtype, num_kv_blocks=num_kv_blocks, kv_cache_memory=kv_memory,
                 seed=cfg.seed) as engine:
-        counters = SelfPlayDriver(engine, recipe, cfg, run, progress=progress, log=log, rank=rank, world=world).run()
-        stats = engine.stats
-        engine_stats = {"steps": stats.num_steps, "batched_tokens": stats.num_batched_tokens,
-                        "preemptions": stats.num_preemptions, "prefix_hit_tokens": stats.prefix_hit_tokens,
-                        "prefix_query_tokens": stats.prefix_query_tokens,
-                        "kv_blocks": engine.block_manager.num_blocks, "kernels": engine.kernels}
+        return _play(engine, recipe, cfg, run, progress, log, rank, world)
+
+
+def _play(engine, recipe: Recipe, cfg: SelfPlayConfig, run: RunDir, progress: bool, log, rank: int,
+          world: int) -> dict:
+    before = replace(engine.stats)  # a kept engine's figures count from earlier stages too
+    counters = SelfPlayDriver(engine, recipe, cfg, run, progress=progress, log=log, rank=rank, world=world).run()
+    stats = engine.stats
+    engine_stats = {"steps": stats.num_steps - before.num_steps,
+                    "batched_tokens": stats.num_batched_tokens - before.num_batched_tokens,
+                    "preemptions": stats.num_preemptions - before.num_preemptions,
+                    "prefix_hit_tokens": stats.prefix_hit_tokens - before.prefix_hit_tokens,
+                    "prefix_query_tokens": stats.prefix_query_tokens - before.prefix_query_tokens,
+                    "kv_blocks": engine.block_manager.num_blocks, "kernels": engine.kernels}
     return {"counters": counters, "engine": engine_stats}
 
 

@@ -42,14 +42,28 @@ class UniCycleEvaluator:
     def evaluate(self, model_path: str, out_dir, log=print) -> dict:
         from unicorn.engine.llm_engine import Engine
 
+        with Engine(str(model_path), seed=self.seed, num_kv_blocks=self.num_kv_blocks) as engine:
+            return self._evaluate(engine, model_path, out_dir, log)
+
+    def evaluate_on(self, engine, model_path: str, out_dir, log=print) -> dict | None:
+        """On ``unicorn improve``'s kept engine when it is the engine :meth:`evaluate` would open (CPU, fp32, the same
+        KV blocks); None otherwise (the loop then calls :meth:`evaluate`)."""
+        from unicorn.selfplay.evaluation import is_default_engine
+
+        if not is_default_engine(engine, self.num_kv_blocks):
+            return None
+        engine.reseed(self.seed)  # as Engine(..., seed=self.seed) in evaluate
+        engine.reset_prefix_cache()
+        return self._evaluate(engine, model_path, out_dir, log)
+
+    def _evaluate(self, engine, model_path: str, out_dir, log) -> dict:
         from .judges import make_judge
         from .runner import RunConfig, run
 
         instances, set_name = self._instances()
         judge = make_judge(self.judge, {"num_kv_blocks": self.num_kv_blocks}, self.judge_model)
         cfg = RunConfig(cfg_scale=self.cfg_scale, temperature=self.temperature, seed=self.seed)
-        with Engine(str(model_path), seed=self.seed, num_kv_blocks=self.num_kv_blocks) as engine:
-            report = run(engine, instances, judge, out_dir, cfg, set_name, model=str(model_path), log=log)
+        report = run(engine, instances, judge, out_dir, cfg, set_name, model=str(model_path), log=log)
         units = {"soft": {}, "hard": {}}
         for inst in report["instances"]:
             units["soft"][f"{inst['category']}/{inst['id']}"] = 100.0 * float(inst["soft"])

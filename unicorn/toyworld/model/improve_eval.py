@@ -51,27 +51,41 @@ class ToyWorldEvaluator:
     def evaluate(self, model_path: str, out_dir, log=print) -> dict:
         from unicorn.engine.llm_engine import Engine
 
+        with Engine(str(model_path), seed=0, num_kv_blocks=self.num_kv_blocks) as engine:
+            return self._evaluate(engine, log)
+
+    def evaluate_on(self, engine, model_path: str, out_dir, log=print) -> dict | None:
+        """On ``unicorn improve``'s kept engine when it is the engine :meth:`evaluate` would open (CPU, fp32, the same
+        KV blocks), so that the figures are the same; None otherwise (the loop then calls :meth:`evaluate`)."""
+        from unicorn.selfplay.evaluation import is_default_engine
+
+        if not is_default_engine(engine, self.num_kv_blocks):
+            return None
+        engine.reseed(0)  # as Engine(..., seed=0) in evaluate
+        engine.reset_prefix_cache()
+        return self._evaluate(engine, log)
+
+    def _evaluate(self, engine, log) -> dict:
         cfg = DrawingEvalConfig(drawings=self.drawings, cfg_low=self.cfg_low, cfg_high=self.cfg_high,
                                 temperature=self.temperature, seeds=self.seeds)
         items = [make_item(c, 10_000 + i, 0, self.split) for c in CATEGORIES for i in range(self.prompts_per_category)]
         names = [f"{it.category}/{i % self.prompts_per_category}" for i, it in enumerate(items)]
         per_prompt = {name: {m: [] for m in GEN_METRICS} for name in names}
-        with Engine(str(model_path), seed=0, num_kv_blocks=self.num_kv_blocks) as engine:
-            for seed in self.seeds:
-                rows = draw_and_judge(engine, items, cfg, seed)
-                groups: dict[int, list[dict]] = {}
-                for r in rows:
-                    groups.setdefault(r["prompt_index"], []).append(r)
-                for p, group in groups.items():
-                    pick = max(group, key=lambda r: (-1 if r["judge"] is None else r["judge"], r["expected"] or 0.0))
-                    mean = float(np.mean([r["soft"] for r in group]))
-                    entry = per_prompt[names[p]]
-                    entry["accuracy"].append(mean)
-                    entry["judge_pick_accuracy"].append(pick["soft"])
-                    entry["selection_gain"].append(pick["soft"] - mean)
-                    entry["mean_score"].append(float(np.mean([r["oracle"] for r in group])))
-            scenes = [make_item(c, i, 0, self.split) for c in CATEGORIES for i in range(self.scenes_per_category)]
-            _, qa_rows = judge_and_answer(engine, scenes, engine.model.vqmodel, log)
+        for seed in self.seeds:
+            rows = draw_and_judge(engine, items, cfg, seed)
+            groups: dict[int, list[dict]] = {}
+            for r in rows:
+                groups.setdefault(r["prompt_index"], []).append(r)
+            for p, group in groups.items():
+                pick = max(group, key=lambda r: (-1 if r["judge"] is None else r["judge"], r["expected"] or 0.0))
+                mean = float(np.mean([r["soft"] for r in group]))
+                entry = per_prompt[names[p]]
+                entry["accuracy"].append(mean)
+                entry["judge_pick_accuracy"].append(pick["soft"])
+                entry["selection_gain"].append(pick["soft"] - mean)
+                entry["mean_score"].append(float(np.mean([r["oracle"] for r in group])))
+        scenes = [make_item(c, i, 0, self.split) for c in CATEGORIES for i in range(self.scenes_per_category)]
+        _, qa_rows = judge_and_answer(engine, scenes, engine.model.vqmodel, log)
         units = {m: {n: float(np.mean(v[m])) for n, v in per_prompt.items()} for m in GEN_METRICS}
         seen: dict[str, int] = {}
         units["understanding"] = {}
