@@ -1,11 +1,14 @@
 """A drawn image may have more codes than an understood image has features (vq_config.num_patches): the toy model
 draws 16x16 codes and reads 8x8 features. The engine, the decoder and the trainer each use the right count."""
+import json
+
 import pytest
 import torch
 
 from unicorn import Engine, ImageGenParams, SamplingParams
 from unicorn.cpr.schema import ImageRef, RecordError, T2IRecord
 from unicorn.models import load_model, load_tokenizer
+from unicorn.models.errors import CheckpointError
 from unicorn.models.janus_tiny import write_random_janus_checkpoint
 from unicorn.training.data import SampleEncoder, VQCodeSource
 
@@ -51,3 +54,13 @@ def test_trainer_wants_the_generated_count(draw8_model, tmp_path):
     bad = T2IRecord(id="b", category="c", prompt="a red circle", image=ImageRef(vq_codes=tuple(range(16))))
     with pytest.raises(RecordError, match="has 16 codes, the model uses 64"):
         encoder.length(bad)
+
+
+def test_num_patches_that_contradict_the_image_size_are_refused(tmp_path):
+    """9 codes x 4x downsampling = 36 px, but the tiny preset reads 32 px images: refused at load, naming the field."""
+    write_random_janus_checkpoint(str(tmp_path), preset="tiny", vq=dict(channel_multiplier=[1, 1, 2], num_patches=8))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["vq_config"]["num_patches"] = 9
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"vq_config.num_patches=9 .* 36 px, but vision_config.image_size is 32"):
+        load_model(str(tmp_path))

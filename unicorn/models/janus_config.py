@@ -150,6 +150,12 @@ def janus_arch_from_hf_config(config: dict) -> JanusArch:
     if vq_cfg.get("double_latent"):
         raise CheckpointError("vq_config.double_latent=True is not supported")
     vq = VQArch(**_pick(VQArch, vq_cfg))
+    drawn = vq.num_patches and vq.num_patches * 2 ** (len(vq.channel_multiplier) - 1)
+    if drawn and drawn != vision.image_size:  # else drawings would decode at another size than understanding reads
+        raise CheckpointError(
+            f"vq_config.num_patches={vq.num_patches} x the VQ's {drawn // vq.num_patches}x downsampling = {drawn} px, "
+            f"but vision_config.image_size is {vision.image_size}"
+        )
     declared = vision_cfg.get("num_image_tokens")
     if declared is not None and declared != vision.num_image_tokens:
         raise CheckpointError(
