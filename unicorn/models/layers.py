@@ -135,7 +135,15 @@ class FusedLinears:
             return tuple(layer(x) for layer in self.linears)
         if self._current() != self._pointers:
             self._build()
-        return F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
+        return self.packed(x).split(self.sizes, dim=-1)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers' outputs side by side in one tensor [..., sum of out_features]."""
+        if not (self.enabled and torch.is_inference_mode_enabled()):
+            return torch.cat([layer(x) for layer in self.linears], dim=-1)
+        if self._current() != self._pointers:
+            self._build()
+        return F.linear(x, self.weight, self.bias)
 
 
 class LlamaAttention(nn.Module):
