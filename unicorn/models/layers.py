@@ -202,7 +202,11 @@ class LlamaMLP(nn.Module):
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         """As forward, with gate and up in one GEMM under inference mode (see FusedLinears)."""
-        return self.down_proj(silu_and_mul(*self.gate_up(x)))
+        gate, up = self.gate_up(x)
+        if torch.is_inference_mode_enabled() and gate.device.type == "cpu":
+            # the GEMM's output is scratch: silu and the product in place save two [T, I] buffers
+            return self.down_proj(F.silu(gate, inplace=True).mul_(up))
+        return self.down_proj(silu_and_mul(gate, up))
 
 
 class LlamaDecoderLayer(nn.Module):
