@@ -299,7 +299,8 @@ class BagelModel(nn.Module):
         return flattened_positions(height, width, d, self.arch.max_latent_size)
 
     def embed_latents(self, latents: torch.Tensor, timesteps: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """Patchified latents [N, p*p*z] at flow times [N] (0 = clean) and latent positions [N] -> [N, H]."""
+        """Patchified latents [N, p*p*z] at flow times [N] (0 = clean; [1]: one time for all) and latent positions
+        [N] -> [N, H]."""
         x = self.vae2llm(latents.to(self.vae2llm.weight.dtype))
         return x + self.time_embedder(timesteps) + self.latent_pos_embed(position_ids)
 

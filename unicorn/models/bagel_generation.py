@@ -147,7 +147,7 @@ class BagelFlowGeneration:
         n = x.shape[0]
         device = model.vae2llm.weight.device
         marks = model.embed_text(torch.tensor([ids.vision_start, ids.vision_end], device=device))
-        t = torch.full((n,), plan.timesteps[step], device=device)
+        t = torch.full((1,), plan.timesteps[step], device=device)  # one time for the block: embedded once
         pos = model.latent_positions(plan.height, plan.width).to(device)
         body = model.embed_latents(x.to(device), t, pos)
         return torch.cat((marks[:1], body.to(marks.dtype), marks[1:])), range(1, n + 1)
