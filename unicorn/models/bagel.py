@@ -123,9 +123,16 @@ class MoTAttention(nn.Module):
             return torch.cat((q.flatten(1), k.flatten(1), v), dim=1)
         nq, nk = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         qkv = self.qkv[suffix].packed(x)  # the norms write their results back in place
+        q_norm, k_norm = getattr(self, "q_norm" + suffix), getattr(self, "k_norm" + suffix)
+        if qkv.device.type == "cpu" and qkv.dtype == torch.float32 and q_norm.eps == k_norm.eps:
+            # both norms at once over the q and k heads, in place: RMSNorm's products in fp32, same bits
+            heads = qkv[:, : nq + nk].view(t, self.num_heads + self.num_kv_heads, self.head_dim)
+            weight = torch.cat((q_norm.weight.expand(self.num_heads, -1), k_norm.weight.expand(self.num_kv_heads, -1)))
+            heads.mul_(torch.rsqrt(heads.pow(2).mean(-1, keepdim=True) + q_norm.eps)).mul_(weight)
+            return qkv
         q, k = qkv[:, :nq], qkv[:, nq : nq + nk]
-        q.copy_(getattr(self, "q_norm" + suffix)(q.view(t, self.num_heads, self.head_dim)).flatten(1))
-        k.copy_(getattr(self, "k_norm" + suffix)(k.view(t, self.num_kv_heads, self.head_dim)).flatten(1))
+        q.copy_(q_norm(q.view(t, self.num_heads, self.head_dim)).flatten(1))
+        k.copy_(k_norm(k.view(t, self.num_kv_heads, self.head_dim)).flatten(1))
         return qkv
 
     def forward(self, x, cos, sin, routing: Routing, attend: Callable) -> torch.Tensor:
@@ -133,10 +140,10 @@ class MoTAttention(nn.Module):
         t = x.shape[0]
         qkv = routing.apply(x, lambda y: self._qkv(y, ""), lambda y: self._qkv(y, "_moe_gen"))
         nq, nk = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        q = qkv[:, :nq].view(t, self.num_heads, self.head_dim)
-        k = qkv[:, nq : nq + nk].view(t, self.num_kv_heads, self.head_dim)
+        # q and k heads rotated in one pass (the same cos/sin per token)
+        qk = apply_rope(qkv[:, : nq + nk].view(t, self.num_heads + self.num_kv_heads, self.head_dim), cos, sin)
         v = qkv[:, nq + nk :].reshape(t, self.num_kv_heads, self.head_dim)
-        out = attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v).reshape(t, nq)
+        out = attend(qk[:, : self.num_heads], qk[:, self.num_heads :], v).reshape(t, nq)
         return routing.apply(out, self.o_proj, self.o_proj_moe_gen)
 
 
