@@ -172,7 +172,7 @@ def paged_attention_ref(
         first = torch.tensor([starts[i] for i in seqs], device=q.device)
         rows = (first[:, None] + torch.arange(q_len, device=q.device)).flatten()  # the group's packed rows
         num_blocks = (s_len + block_size - 1) // block_size
-        tables = meta.block_tables[seqs, :num_blocks] if len(seqs) > 1 else meta.block_tables[seqs[0]][None, :num_blocks]
+        tables = meta.block_tables[seqs, :num_blocks]
         shape = (len(seqs), num_blocks * block_size) + cache.key.shape[2:]
         key = _dequantized(cache.key[tables].view(shape)[:, :s_len], cache.k_scale, torch.float32)
         value = _dequantized(cache.value[tables].view(shape)[:, :s_len], cache.v_scale, torch.float32)
