@@ -15,7 +15,7 @@ is per image).
 
 The model side (``model.flow``; BAGEL's is unicorn.models.bagel_generation.BagelFlowGeneration):
 ``plan(params, n)`` (height, width, ``num_steps``, ``query_ids``, ``branches(step, i)``, ``max_branches``),
-``initial_latents(plan, seed)``, ``query_embeds(plan, step, x)`` -> (embeds, generation-expert rows),
+``initial_latents(plan, seed)``, ``query_embeds(plan, step, latents)`` -> (embeds per rollout, generation-expert rows),
 ``update(plan, step, i, x, {branch: hidden})`` -> x, ``decode(plan, latents)`` -> pixels.
 """
 from __future__ import annotations

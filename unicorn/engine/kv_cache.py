@@ -1,6 +1,9 @@
 """Sizes and allocates the paged KV cache tensors from a memory budget."""
 from __future__ import annotations
 
+import math
+import mmap
+
 import torch
 
 from unicorn.attention import KVCache
@@ -30,10 +33,17 @@ def allocate_kv_caches(
     dtype: torch.dtype, device: torch.device,
 ) -> list[KVCache]:
     shape = (num_blocks, block_size, num_kv_heads, head_dim)
-    return [
-        KVCache(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
-        for _ in range(num_layers)
-    ]
+    return [KVCache(_zeros(shape, dtype, device), _zeros(shape, dtype, device)) for _ in range(num_layers)]
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if torch.device(device).type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    # An anonymous mapping is zeroed by the kernel one page at a time, when first touched: a pool sized for the
+    # worst case costs only the blocks used (torch.zeros writes every byte at start-up). The tensor keeps the
+    # mapping alive.
+    nbytes = max(1, math.prod(shape) * dtype.itemsize)
+    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=torch.uint8).view(dtype).view(shape)
 
 
 def copy_blocks(caches: list[KVCache], copies: list[tuple[int, int]]) -> None:

@@ -72,7 +72,7 @@ class ModelRunner:
         is_image_code: list[bool] = []
         overrides: list[tuple[int, int, torch.Tensor]] = []
         gen_rows: list[int] = []
-        queries: dict[tuple[int, int], tuple[torch.Tensor, range]] = {}  # (state id, rollout) -> query block
+        queries: dict[int, tuple[list[torch.Tensor], range]] = {}  # state id -> every rollout's query block
         for item in out.rows:
             seq, start = item.seq, item.seq.num_computed_tokens
             end = start + item.num_new_tokens
@@ -81,10 +81,10 @@ class ModelRunner:
             positions.extend(seq.positions(start, end))
             if seq.flow_ref is not None:  # a denoising query: every branch of a rollout shares its embeddings
                 state, i, _ = seq.flow_ref
-                key = (id(state), i)
-                if key not in queries:
-                    queries[key] = self.model.flow.query_embeds(state.plan, state.step, state.latents[i])
-                embeds, gen = queries[key]
+                if id(state) not in queries:  # all rollouts of the request at once (they step together)
+                    queries[id(state)] = self.model.flow.query_embeds(state.plan, state.step, state.latents)
+                blocks, gen = queries[id(state)]
+                embeds = blocks[i]
                 overrides.append((base, base + len(embeds), embeds))
                 gen_rows.extend(base + g for g in gen)
                 is_image_code.extend([False] * (end - start))

@@ -85,3 +85,36 @@ def load_group_norm_silu():
     if not torch.equal(module.group_norm_silu(x, weight, bias, 32, 1e-6), group_norm_silu_ref(x, weight, bias, 32, 1e-6)):
         return None
     return module
+
+
+_FUSED_SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "cpu" / "fused_elementwise.cpp"
+
+
+@functools.lru_cache(maxsize=1)
+def load_fused_elementwise():
+    """The compiled ``rms_norm``, ``rope`` and ``silu_mul_`` (csrc/cpu/fused_elementwise.cpp), or None when they
+    cannot be built here or disagree with the torch references on a probe (then callers keep torch)."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if os.environ.get("UNICORN_NO_CPU_OPS") or capability not in _CAPABILITY_FLAGS or not _FUSED_SOURCE.exists():
+        return None
+    try:
+        from torch.utils.cpp_extension import load_inline
+
+        source = _FUSED_SOURCE.read_text()
+        digest = hashlib.sha256((source + capability).encode()).hexdigest()[:10]
+        module = load_inline(
+            name=f"unicorn_fused_elementwise_{digest}",
+            cpp_sources=[source],
+            functions=["rms_norm", "rope", "silu_mul_"],
+            # No FMA contraction: rope and silu_mul_ round each product as torch's separate ops do (same bits).
+            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", *_CAPABILITY_FLAGS[capability]],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception:  # noqa: BLE001 - any build failure means "use the torch path"
+        return None
+    from unicorn.kernels.cpu_fused import fused_elementwise_agree
+
+    return module if fused_elementwise_agree(module) else None

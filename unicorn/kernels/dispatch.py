@@ -53,6 +53,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, residual:
     """See :func:`unicorn.kernels.rmsnorm.rms_norm`."""
     if use_triton(x):
         from unicorn.kernels.rmsnorm import rms_norm as fn
+    elif residual is None and x.dim() >= 1 and x.stride(-1) == 1 and _cpu_fused_usable(x, weight):
+        from unicorn.kernels.cpu_fused import rms_norm as fused  # one pass in C++ (fp32 CPU inference)
+
+        return fused(x, weight, eps)
     else:
         from unicorn.kernels.rmsnorm import rms_norm_ref as fn
     return fn(x, weight, eps, residual)
@@ -66,6 +70,12 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, theta:
     else:
         from unicorn.kernels.rope import apply_rope_ref as fn
     return fn(q, k, positions, theta, inv_freq)
+
+
+def _cpu_fused_usable(*tensors: torch.Tensor) -> bool:
+    from unicorn.kernels import cpu_fused
+
+    return cpu_fused.usable(*tensors)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from unicorn.models.bagel_chat import BAGEL_PROMPT_FORMAT
 from unicorn.models.bagel_config import TIMESTEP_FREQUENCY_DIM, BagelArch, LLMArch
 from unicorn.models.bagel_vae import FluxAutoEncoder
 from unicorn.models.bagel_vit import NaViT, flattened_positions, patchify
-from unicorn.models.layers import LlamaMLP, RMSNorm, RotaryEmbedding, apply_rope
+from unicorn.models.layers import FusedLinears, LlamaMLP, RMSNorm, RotaryEmbedding, apply_rope
 from unicorn.models.spec import ModelSpec
 
 # attend(layer_index, q [T, Hq, D], k [T, Hkv, D], v [T, Hkv, D]) -> [T, Hq, D]
@@ -45,7 +45,14 @@ class BagelTokenIds:
 
 
 class Routing:
-    """Which packed rows use which expert. ``gen_rows=None`` or empty: every row is understanding."""
+    """Which packed rows use which expert. ``gen_rows=None`` or empty: every row is understanding.
+
+    Mixed rows are gathered with ``index_select`` and scattered with ``index_copy_`` (advanced indexing is several
+    times slower on a CPU). Where few rows use one expert (the two markers of each image query block), the other
+    expert runs on every row and the few rows are overwritten: a few wasted rows of GEMM instead of copying
+    nearly the whole batch in and out of each expert (inference only: autograd keeps the plain split)."""
+
+    MINORITY_FRACTION = 1 / 16  # below this share of rows, the other expert runs densely
 
     def __init__(self, num_rows: int, gen_rows: torch.Tensor | None, both_experts: bool = False):
         self.und: torch.Tensor | None = None
@@ -62,6 +69,12 @@ class Routing:
             mask[gen_rows] = True
             self.gen = gen_rows
             self.und = (~mask).nonzero().squeeze(1)
+            few = self.MINORITY_FRACTION * num_rows
+            if not both_experts and not torch.is_grad_enabled():
+                if self.und.numel() < few:
+                    self.kind = "gen_patched"
+                elif self.gen.numel() < few:
+                    self.kind = "und_patched"
 
     def apply(self, x: torch.Tensor, und_fn, gen_fn) -> torch.Tensor:
         """Runs ``und_fn`` on understanding rows and ``gen_fn`` on generation rows of x [T, ...]; output rows in
@@ -70,12 +83,15 @@ class Routing:
             return und_fn(x)
         if self.kind == "gen":
             return gen_fn(x)
-        a = und_fn(x[self.und])
-        b = gen_fn(x[self.gen])
+        if self.kind == "gen_patched":
+            return gen_fn(x).index_copy_(0, self.und, und_fn(x.index_select(0, self.und)))
+        if self.kind == "und_patched":
+            return und_fn(x).index_copy_(0, self.gen, gen_fn(x.index_select(0, self.gen)))
+        a = und_fn(x.index_select(0, self.und))
+        b = gen_fn(x.index_select(0, self.gen))
         out = a.new_empty((x.shape[0],) + a.shape[1:])
-        out[self.und] = a
-        out[self.gen] = b
-        return out
+        out.index_copy_(0, self.und, a)
+        return out.index_copy_(0, self.gen, b)
 
 
 class MoTAttention(nn.Module):
@@ -91,25 +107,43 @@ class MoTAttention(nn.Module):
             setattr(self, "o_proj" + suffix, nn.Linear(self.num_heads * d, h, bias=False))
             setattr(self, "q_norm" + suffix, RMSNorm(d, arch.rms_norm_eps))
             setattr(self, "k_norm" + suffix, RMSNorm(d, arch.rms_norm_eps))
+        # q/k/v of each expert in one GEMM in the engine's forward (inference mode, see FusedLinears)
+        self.qkv = {suffix: FusedLinears(*(getattr(self, name + suffix) for name in ("q_proj", "k_proj", "v_proj")))
+                    for suffix in ("", "_moe_gen")}
 
     def _qkv(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
+        # x: [T, H] -> [T, (Hq + 2 Hkv) D]: q and k normed per head, v as projected
         t = x.shape[0]
-        q = getattr(self, "q_proj" + suffix)(x).view(t, self.num_heads, self.head_dim)
-        k = getattr(self, "k_proj" + suffix)(x).view(t, self.num_kv_heads, self.head_dim)
-        v = getattr(self, "v_proj" + suffix)(x).view(t, self.num_kv_heads, self.head_dim)
-        q = getattr(self, "q_norm" + suffix)(q)
-        k = getattr(self, "k_norm" + suffix)(k)
-        return torch.cat((q.flatten(1), k.flatten(1), v.flatten(1)), dim=1)
+        if torch.is_grad_enabled():  # training: the norms' inputs stay as autograd saw them
+            q = getattr(self, "q_proj" + suffix)(x).view(t, self.num_heads, self.head_dim)
+            k = getattr(self, "k_proj" + suffix)(x).view(t, self.num_kv_heads, self.head_dim)
+            v = getattr(self, "v_proj" + suffix)(x)
+            q = getattr(self, "q_norm" + suffix)(q)
+            k = getattr(self, "k_norm" + suffix)(k)
+            return torch.cat((q.flatten(1), k.flatten(1), v), dim=1)
+        nq, nk = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        qkv = self.qkv[suffix].packed(x)  # the norms write their results back in place
+        q_norm, k_norm = getattr(self, "q_norm" + suffix), getattr(self, "k_norm" + suffix)
+        if qkv.device.type == "cpu" and qkv.dtype == torch.float32 and q_norm.eps == k_norm.eps:
+            # both norms at once over the q and k heads, in place: RMSNorm's products in fp32, same bits
+            heads = qkv[:, : nq + nk].view(t, self.num_heads + self.num_kv_heads, self.head_dim)
+            weight = torch.cat((q_norm.weight.expand(self.num_heads, -1), k_norm.weight.expand(self.num_kv_heads, -1)))
+            heads.mul_(torch.rsqrt(heads.pow(2).mean(-1, keepdim=True) + q_norm.eps)).mul_(weight)
+            return qkv
+        q, k = qkv[:, :nq], qkv[:, nq : nq + nk]
+        q.copy_(q_norm(q.view(t, self.num_heads, self.head_dim)).flatten(1))
+        k.copy_(k_norm(k.view(t, self.num_kv_heads, self.head_dim)).flatten(1))
+        return qkv
 
     def forward(self, x, cos, sin, routing: Routing, attend: Callable) -> torch.Tensor:
         # x: [T, H] (already normed per expert)
         t = x.shape[0]
         qkv = routing.apply(x, lambda y: self._qkv(y, ""), lambda y: self._qkv(y, "_moe_gen"))
         nq, nk = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        q = qkv[:, :nq].view(t, self.num_heads, self.head_dim)
-        k = qkv[:, nq : nq + nk].view(t, self.num_kv_heads, self.head_dim)
+        # q and k heads rotated in one pass (the same cos/sin per token)
+        qk = apply_rope(qkv[:, : nq + nk].view(t, self.num_heads + self.num_kv_heads, self.head_dim), cos, sin)
         v = qkv[:, nq + nk :].reshape(t, self.num_kv_heads, self.head_dim)
-        out = attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v).reshape(t, nq)
+        out = attend(qk[:, : self.num_heads], qk[:, self.num_heads :], v).reshape(t, nq)
         return routing.apply(out, self.o_proj, self.o_proj_moe_gen)
 
 
@@ -130,8 +164,8 @@ class MoTDecoderLayer(nn.Module):
         x = x + self.self_attn(normed, cos, sin, routing, attend)
         return x + routing.apply(
             x,
-            lambda y: self.mlp(self.post_attention_layernorm(y)),
-            lambda y: self.mlp_moe_gen(self.post_attention_layernorm_moe_gen(y)),
+            lambda y: self.mlp.forward_fused(self.post_attention_layernorm(y)),
+            lambda y: self.mlp_moe_gen.forward_fused(self.post_attention_layernorm_moe_gen(y)),
         )
 
 
@@ -272,7 +306,8 @@ class BagelModel(nn.Module):
         return flattened_positions(height, width, d, self.arch.max_latent_size)
 
     def embed_latents(self, latents: torch.Tensor, timesteps: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """Patchified latents [N, p*p*z] at flow times [N] (0 = clean) and latent positions [N] -> [N, H]."""
+        """Patchified latents [N, p*p*z] at flow times [N] (0 = clean; [1]: one time for all) and latent positions
+        [N] -> [N, H]."""
         x = self.vae2llm(latents.to(self.vae2llm.weight.dtype))
         return x + self.time_embedder(timesteps) + self.latent_pos_embed(position_ids)
 

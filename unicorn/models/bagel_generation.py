@@ -140,17 +140,19 @@ class BagelFlowGeneration:
         gen = torch.Generator().manual_seed(seed)
         return torch.randn(plan.num_latent_tokens, self.model.arch.patch_latent_dim, generator=gen)
 
-    def query_embeds(self, plan: BagelFlowPlan, step: int, x: torch.Tensor) -> tuple[torch.Tensor, range]:
-        """The query block's LM inputs [n + 2, H] for latents ``x`` at ``step``, and its generation-expert rows."""
+    def query_embeds(self, plan: BagelFlowPlan, step: int,
+                     latents: list[torch.Tensor]) -> tuple[list[torch.Tensor], range]:
+        """The query block's LM inputs [n + 2, H] of each rollout's latents at ``step`` (embedded together: one
+        GEMM, one time embedding), and the block's generation-expert rows."""
         model = self.model
         ids = model.token_ids
-        n = x.shape[0]
+        n = plan.num_latent_tokens
         device = model.vae2llm.weight.device
         marks = model.embed_text(torch.tensor([ids.vision_start, ids.vision_end], device=device))
-        t = torch.full((n,), plan.timesteps[step], device=device)
-        pos = model.latent_positions(plan.height, plan.width).to(device)
-        body = model.embed_latents(x.to(device), t, pos)
-        return torch.cat((marks[:1], body.to(marks.dtype), marks[1:])), range(1, n + 1)
+        t = torch.full((1,), plan.timesteps[step], device=device)  # one time for every block: embedded once
+        pos = model.latent_positions(plan.height, plan.width).to(device).repeat(len(latents))
+        body = model.embed_latents(torch.cat([x.to(device) for x in latents]), t, pos).to(marks.dtype)
+        return [torch.cat((marks[:1], b, marks[1:])) for b in body.split(n)], range(1, n + 1)
 
     def update(self, plan: BagelFlowPlan, step: int, i: int, x: torch.Tensor,
                hidden: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unicorn.attention import AttentionMetadata, KVCache, paged_attention
-from unicorn.kernels import dispatch
+from unicorn.kernels import cpu_fused, dispatch
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -30,7 +30,14 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [..., heads, head_dim]; cos, sin: [..., head_dim] (one row per token, broadcast over heads)."""
+    """x: [..., heads, head_dim]; cos, sin: [..., head_dim] (one row per token, broadcast over heads). On fp32 CPU
+    tensors at inference, one pass in C++ (unicorn.kernels.cpu_fused, the same bits)."""
+    if x.dim() == 3 and cos.dim() == 2 and x.stride(-1) == 1 and cpu_fused.usable(x, cos, sin):
+        return cpu_fused.rope(x, cos, sin)
+    return apply_rope_ref(x, cos, sin)
+
+
+def apply_rope_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     cos = cos.unsqueeze(-2)
     sin = sin.unsqueeze(-2)
     return x * cos + _rotate_half(x) * sin
@@ -135,7 +142,15 @@ class FusedLinears:
             return tuple(layer(x) for layer in self.linears)
         if self._current() != self._pointers:
             self._build()
-        return F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
+        return self.packed(x).split(self.sizes, dim=-1)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers' outputs side by side in one tensor [..., sum of out_features]."""
+        if not (self.enabled and torch.is_inference_mode_enabled()):
+            return torch.cat([layer(x) for layer in self.linears], dim=-1)
+        if self._current() != self._pointers:
+            self._build()
+        return F.linear(x, self.weight, self.bias)
 
 
 class LlamaAttention(nn.Module):
@@ -194,7 +209,13 @@ class LlamaMLP(nn.Module):
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         """As forward, with gate and up in one GEMM under inference mode (see FusedLinears)."""
-        return self.down_proj(silu_and_mul(*self.gate_up(x)))
+        gate, up = self.gate_up(x)
+        if torch.is_inference_mode_enabled() and gate.device.type == "cpu":
+            # the GEMM's output is scratch: silu and the product in place save two [T, I] buffers
+            if gate.dim() == 2 and cpu_fused.usable(gate, up):
+                return self.down_proj(cpu_fused.silu_mul_(gate, up))  # one pass, the same bits
+            return self.down_proj(F.silu(gate, inplace=True).mul_(up))
+        return self.down_proj(silu_and_mul(gate, up))
 
 
 class LlamaDecoderLayer(nn.Module):
