@@ -11,11 +11,16 @@ as each provider finishes); every config prints s/img, the denoising FLOPs count
 (bench/roofline.py), the TFLOP/s reached next to the device's (datasheet and measured, bench/device_stats.py)
 and the peak memory of each provider.
 
-Judge: ``--judge N`` understanding requests (a ViT image + a question, greedy, ``--judge-tokens`` tokens each, EOS
-ignored so every provider decodes the same count): ``engine`` (all submitted at once) against batch 1 (``engine``
-with max_num_seqs=1, and the official shape: BagelInference on cached contexts, one request at a time).
+Judge: ``--judge N`` requests in the UniCorn judge's layout (method.md "Judge"): the ViT image, then one text
+segment of ``--judge-prompt-tokens`` tokens (default 228: a rendered unicorn-official rubric prompt, see
+JUDGE_PROMPT_TOKENS), then greedy decoding of each length in ``--judge-tokens`` (a sweep, default 64,256,1024; the
+official judge allows up to 2048) with EOS ignored so every provider decodes the same count. Token content is random,
+as are the weights. ``engine`` (all submitted at once) against batch 1: ``engine`` with max_num_seqs=1, and the
+official shape (BagelInference on cached contexts, one request at a time). Each provider first runs the same
+warm-up (2 other requests, 4 reply tokens); rows also split each provider's time into prefill and decode forwards.
 
-    PYTHONPATH=. python bench/bagel_t2i.py --preset cpu-small --prompts 2 --steps 10 --size 128 --judge 16
+    PYTHONPATH=. python bench/bagel_t2i.py --preset cpu-small --prompts 2 --steps 10 --size 128 --judge 16 \
+        --judge-tokens 64,256,1024
     PYTHONPATH=. python bench/bagel_t2i.py --preset bagel-7b-mot --device cuda --dtype bfloat16 --prompts 1 \
         --configs 512:20:8,1024:50:2          # a GPU (bench/gpu/run.sh); weights built on the device
 """
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import time
+from collections import defaultdict
 
 import torch
 
@@ -36,6 +43,11 @@ from unicorn.models.bagel_infer import BagelInference, ImageJob
 from unicorn.models.bagel_tiny import build_random_bagel
 
 PROVIDERS = ("official_loop", "engine", "batched")  # the order they run in
+# The text after the judge's image: unicorn-official's judge template rendered for each of its 30 seed prompts
+# (10 categories x 3; Recipe.render_judge) is 206-241 tokens under Qwen2's BPE (151,643 ranks, Qwen2's split
+# regex), median 228; the tiny models' own tokenizers are near byte-level and would count about 3x that.
+JUDGE_PROMPT_TOKENS = 228
+JUDGE_WARM_REQUESTS, JUDGE_WARM_TOKENS = 2, 4  # every judge provider's warm-up, on other requests
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,7 +64,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--providers", default=",".join(PROVIDERS),
                     help="T2I providers, comma-separated (official_loop always runs: it is the baseline)")
     ap.add_argument("--judge", type=int, default=0, help="judge requests (0: no judge rows)")
-    ap.add_argument("--judge-tokens", type=int, default=32)
+    ap.add_argument("--judge-tokens", default="64,256,1024",
+                    help="reply tokens per judge request, comma-separated: one set of rows per length")
+    ap.add_argument("--judge-prompt-tokens", type=int, default=JUDGE_PROMPT_TOKENS,
+                    help="text tokens after the image (default: a rendered unicorn-official rubric prompt)")
     ap.add_argument("--judge-image", type=int, default=224, help="ViT image side in px (clipped to the table)")
     ap.add_argument("--no-engine", action="store_true", help="T2I without the engine row")
     ap.add_argument("--out", default="bench/results/bagel_t2i.jsonl")
@@ -64,6 +79,11 @@ def parse_args() -> argparse.Namespace:
     args.providers = [p for p in PROVIDERS if p in providers or p == "official_loop"]
     if args.no_engine and "engine" in args.providers:
         args.providers.remove("engine")
+    try:
+        args.judge_tokens = [int(x) for x in args.judge_tokens.split(",") if x]
+        assert args.judge_tokens and min(args.judge_tokens) >= 1 and args.judge_prompt_tokens >= 1
+    except (ValueError, AssertionError):
+        ap.error(f"--judge-tokens takes positive counts separated by commas, got {args.judge_tokens!r}")
     try:
         specs = ([[int(x) for x in c.split(":")] for c in args.configs.split(",")] if args.configs
                  else [[args.size, args.steps]])
@@ -209,39 +229,116 @@ def _engine_t2i(model, prompts, seeds, scales, size, steps, device) -> list[torc
 
 
 def _judge(model, infer, args) -> list[dict]:
-    gen = torch.Generator().manual_seed(2)
+    """One set of rows per reply length in ``--judge-tokens``: requests/s of each provider, its prefill and decode
+    seconds, and the engine's speedups over both batch-1 shapes."""
+    arch = model.arch
+    side = min(args.judge_image, arch.vit_max_num_patch_per_side * arch.vit.patch_size)
+    side -= side % arch.vit.patch_size
+    requests = _judge_requests(model, args.judge, side, args.judge_prompt_tokens, seed=2)
+    warm = _judge_requests(model, JUDGE_WARM_REQUESTS, side, args.judge_prompt_tokens, seed=3)
+    rows = []
+    for max_tokens in args.judge_tokens:
+        rows += _judge_one(model, infer, args, requests, warm, side, max_tokens)
+    return rows
+
+
+def _judge_requests(model, n: int, side: int, prompt_tokens: int, seed: int) -> list[tuple[torch.Tensor, list[int]]]:
+    """n (image [3, side, side], text ids) pairs of random content (the weights are random too)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.rand(3, side, side, generator=gen) * 2 - 1,
+             torch.randint(0, 400, (prompt_tokens,), generator=gen).tolist()) for _ in range(n)]
+
+
+def _judge_prompt(model, side: int, image: torch.Tensor, text: list[int]) -> dict:
+    """The judge's layout (bagel_chat): the image block, the rubric text as one segment, then ``<|im_start|>``."""
     ids = model.token_ids
-    side = min(args.judge_image, model.arch.vit_max_num_patch_per_side * model.arch.vit.patch_size)
-    side -= side % model.arch.vit.patch_size
     n_vit = (side // model.arch.vit.patch_size) ** 2
-    requests = [(torch.rand(3, side, side, generator=gen) * 2 - 1, torch.randint(0, 400, (32,), generator=gen).tolist())
-                for _ in range(args.judge)]
-    prompts = [{"prompt_token_ids": [ids.vision_start, *[ids.image_pad] * n_vit, ids.vision_end, ids.im_start, *q,
-                                     ids.im_end, ids.im_start], "images": [img]} for img, q in requests]
-    params = SamplingParams(temperature=0.0, max_tokens=args.judge_tokens, ignore_eos=True)
-    timings, tokens = {}, {}
+    return {"prompt_token_ids": [ids.vision_start, *[ids.image_pad] * n_vit, ids.vision_end, ids.im_start, *text,
+                                 ids.im_end, ids.im_start], "images": [image]}
+
+
+def _official_judge(infer, requests, max_tokens: int, phases: dict[str, float]) -> list[list[int]]:
+    """The official shape: one request at a time on a cached context (prefill, then greedy decode)."""
+    outs = []
+    for image, text in requests:
+        start = time.perf_counter()
+        ctx = infer.new_context()
+        infer.add_vit_images([ctx], [image.to(infer.device)])
+        infer.add_text([ctx], [text])
+        mid = time.perf_counter()
+        outs += infer.generate_text([ctx], max_tokens=max_tokens)
+        phases["prefill"] += mid - start
+        phases["decode"] += time.perf_counter() - mid
+    return outs
+
+
+def _engine_judge(engine, prompts, params, phases: dict[str, float]) -> list[list[int]]:
+    """Engine.generate, with the forward time of each step added to ``phases``: "prefill" for a step that holds a
+    prompt chunk (decode rows riding along included), "decode" for one of decode rows only."""
+    execute = engine.runner.execute
+
+    def timed(out):
+        start = time.perf_counter()
+        sampled = execute(out)
+        phases["prefill" if any(r.num_new_tokens > 1 for r in out.rows) else "decode"] += time.perf_counter() - start
+        return sampled
+
+    engine.runner.execute = timed
+    try:
+        return [o.token_ids for o in engine.generate(prompts, params)]
+    finally:
+        engine.runner.execute = execute
+
+
+def _judge_one(model, infer, args, requests, warm, side: int, max_tokens: int) -> list[dict]:
+    prompts = [_judge_prompt(model, side, image, text) for image, text in requests]
+    warm_prompts = [_judge_prompt(model, side, image, text) for image, text in warm]
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    warm_params = SamplingParams(temperature=0.0, max_tokens=JUDGE_WARM_TOKENS, ignore_eos=True)
+    per_request = len(prompts[0]["prompt_token_ids"]) + max_tokens
+    blocks = max(2048, len(prompts) * -(-per_request // 16) + 16)
+    timings, tokens, phases = {}, {}, {}
     for name, kwargs in (("engine", {}), ("engine_batch1", dict(max_num_seqs=1))):
-        with _engine(model, device=args.device, **kwargs) as engine:
+        with _engine(model, device=args.device, num_kv_blocks=blocks, **kwargs) as engine:
+            _engine_judge(engine, warm_prompts, warm_params, defaultdict(float))  # every provider: the same warm-up
+            phases[name] = defaultdict(float)
             with Monitor(args.device) as monitor:
-                outs = engine.generate(prompts, params)
+                tokens[name] = _engine_judge(engine, prompts, params, phases[name])
         timings[name] = monitor.seconds
-        tokens[name] = [o.token_ids for o in outs]
+    _official_judge(infer, warm, JUDGE_WARM_TOKENS, defaultdict(float))
+    phases["official_batch1"] = defaultdict(float)
     with Monitor(args.device) as monitor:
-        for img, q in requests:  # the official shape: one request at a time on cached contexts
-            ctx = infer.new_context()
-            infer.add_vit_images([ctx], [img.to(infer.device)])
-            infer.add_text([ctx], [q])
-            infer.generate_text([ctx], max_tokens=args.judge_tokens)
+        tokens["official_batch1"] = _official_judge(infer, requests, max_tokens, phases["official_batch1"])
     timings["official_batch1"] = monitor.seconds
-    config = dict(preset=args.preset, requests=args.judge, image=side, max_tokens=args.judge_tokens,
-                  threads=torch.get_num_threads(), same_tokens_as_batch1=tokens["engine"] == tokens["engine_batch1"])
-    rows = [dict(bench="bagel_judge", provider=name, metric="requests_per_s", value=args.judge / sec, unit="req/s",
-                 config=config, device=device_name(args.device), versions=versions()) for name, sec in timings.items()]
-    for row in rows:
-        print(f"judge {row['provider']:>15}: {row['value']:.2f} req/s")
-    print(f"judge speedup: {timings['engine_batch1'] / timings['engine']:.2f}x vs engine batch 1, "
-          f"{timings['official_batch1'] / timings['engine']:.2f}x vs the official shape; "
-          f"same tokens as batch 1: {config['same_tokens_as_batch1']}")
+    n_vit = (side // model.arch.vit.patch_size) ** 2
+    config = dict(preset=args.preset, requests=len(requests), image=side, image_tokens=n_vit,
+                  prompt_tokens=args.judge_prompt_tokens, max_tokens=max_tokens, threads=torch.get_num_threads(),
+                  same_tokens_as_batch1=tokens["engine"] == tokens["engine_batch1"],
+                  official_decoded_tokens=sum(map(len, tokens["official_batch1"])),
+                  same_tokens_as_official=tokens["engine"] == tokens["official_batch1"])
+    device, vers = device_name(args.device), versions()
+
+    def row(provider, metric, value, unit):
+        return dict(bench="bagel_judge", provider=provider, metric=metric, value=value, unit=unit, config=config,
+                    device=device, versions=vers)
+
+    rows = []
+    print(f"\n== judge: {len(requests)} requests of {n_vit} image + {args.judge_prompt_tokens} text tokens, "
+          f"{max_tokens} reply tokens ==")
+    print(f"  {'provider':<16} {'req/s':>8} {'s':>8} {'prefill s':>10} {'decode s':>9} {'other s':>8}")
+    for name, sec in timings.items():
+        p = phases[name]
+        print(f"  {name:<16} {len(requests) / sec:8.2f} {sec:8.2f} {p['prefill']:10.2f} {p['decode']:9.2f} "
+              f"{sec - p['prefill'] - p['decode']:8.2f}")
+        rows += [row(name, "requests_per_s", len(requests) / sec, "req/s"), row(name, "prefill_s", p["prefill"], "s"),
+                 row(name, "decode_s", p["decode"], "s")]
+    rows += [row("engine", f"speedup_vs_{base}", timings[base] / timings["engine"], "x")
+             for base in ("engine_batch1", "official_batch1")]
+    vs_b1, vs_official = (timings[b] / timings["engine"] for b in ("engine_batch1", "official_batch1"))
+    print(f"  judge speedup at {max_tokens} reply tokens: {vs_b1:.2f}x vs engine batch 1, {vs_official:.2f}x vs the "
+          f"official shape; same tokens as batch 1: {config['same_tokens_as_batch1']}; as the official shape: "
+          f"{config['same_tokens_as_official']} "
+          f"(it decoded {config['official_decoded_tokens']} of {len(requests) * max_tokens})")
     return rows
 
 
