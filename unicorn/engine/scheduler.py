@@ -280,9 +280,11 @@ class Scheduler:
 
     def _fits_image_reservation(self, request: Request) -> bool:
         """An image request is admitted only within its share of seats and (worst-case) KV blocks."""
-        running_images = [r for r in self.running if r.is_image]
         fraction = self.config.image_row_fraction
-        if not request.is_image or not running_images or fraction >= 1.0:
+        if not request.is_image or fraction >= 1.0:
+            return True
+        running_images = [r for r in self.running if r.is_image]
+        if not running_images:
             return True  # a lone image request may always run, or it could never start
         seats = sum(r.max_rows() for r in running_images) + request.max_rows()
         blocks = sum(self.worst_case_blocks(r) for r in running_images) + self.worst_case_blocks(request)
@@ -301,7 +303,8 @@ class Scheduler:
         # Requests not admitted in this pass, in queue order, each with whether only the image share kept it
         # out: such an image waits for its share, not for the text requests, which may pass it freely.
         passed_over: list[tuple[Request, bool]] = []
-        for request in list(self.waiting):
+        seats_used = self._seats_used()  # kept up to date below: summing over the running set per waiting request
+        for request in list(self.waiting):  # was quadratic with thousands of queued judge requests
             if budget <= 0:
                 break
             is_image = request.is_image
@@ -309,7 +312,7 @@ class Scheduler:
             if any(r.num_times_bypassed >= config.max_bypass for r in passes):
                 break  # nothing may overtake a starved request any more
             admitted = False
-            fits = self._seats_used() + request.max_rows() <= config.max_num_seqs
+            fits = seats_used + request.max_rows() <= config.max_num_seqs
             in_share = self._fits_image_reservation(request)
             if fits and in_share:
                 for row in self.active_rows(request):
@@ -324,6 +327,7 @@ class Scheduler:
                     for row in self.active_rows(request):
                         self.block_manager.count_prefix_hits(row)
                     self._insert_sorted(self.running, request)
+                    seats_used += request.max_rows()
                     self._emit(out, request, plan, samples, copies)
                     budget -= sum(item.num_new_tokens for item in plan)
                     admitted = True
