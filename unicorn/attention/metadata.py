@@ -50,6 +50,11 @@ class AttentionMetadata:
     # step's queries: inside one, every token attends to every other (causal masking elsewhere). None: none.
     # A block is computed in one step (the scheduler never splits one), or partly served by the prefix cache.
     spans: list[list[tuple[int, int]]] | None = None
+    # Per sequence, whether its one query is a generated token (a decode row). A backend may send these rows of a
+    # mixed step to its decode kernel, as in a decode-only step, so a row's result does not depend on what shares
+    # its step. A prompt's last token (a one-token tail after a prefix-cache hit) is not one: it must match the
+    # same position computed inside a full prefill. None: no row is known to be one.
+    decode_seqs: list[bool] | None = None
 
     @property
     def num_seqs(self) -> int:
@@ -71,10 +76,12 @@ class AttentionMetadata:
         causal: bool = True,
         backend: str = "torch",
         spans: list[list[tuple[int, int]]] | None = None,
+        decode_seqs: list[bool] | None = None,
     ) -> "AttentionMetadata":
         """Builds metadata from host lists (one entry per sequence); ``spans`` as the field (empty lists and
         blocks outside the queries are dropped)."""
         assert len(query_lens) == len(seq_lens) == len(block_tables)
+        assert decode_seqs is None or all(q == 1 for q, d in zip(query_lens, decode_seqs) if d)
         slots: list[int] = []
         for q_len, s_len, table in zip(query_lens, seq_lens, block_tables):
             assert 0 < q_len <= s_len <= len(table) * block_size, (q_len, s_len, len(table), block_size)
@@ -104,4 +111,5 @@ class AttentionMetadata:
             causal=causal,
             backend=backend,
             spans=spans,
+            decode_seqs=None if decode_seqs is None or not any(decode_seqs) else list(decode_seqs),
         )

@@ -119,6 +119,8 @@ class ModelRunner:
             device=self.device,
             backend=self.attention_backend,
             spans=spans if any(spans) else None,
+            decode_seqs=[item.num_new_tokens == 1 and item.seq.num_computed_tokens >= item.seq.num_prompt_tokens
+                         for item in out.rows],
         )
 
     # ---- the step -------------------------------------------------------------------------------
