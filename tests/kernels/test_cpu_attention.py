@@ -14,6 +14,17 @@ TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2), torch.fl
              torch.float8_e4m3fn: (1e-5, 1e-5)}  # fp8: the same stored values, dequantised by both
 
 
+def shuffled_block_tables(lens: list[int], block_size: int, num_blocks: int, seed: int) -> list[list[int]]:
+    """Each sequence's blocks, disjoint and scattered over the pool (a shuffled pool dealt out in turn)."""
+    ids = list(range(num_blocks))
+    random.Random(seed).shuffle(ids)
+    tables = []
+    for n in lens:
+        tables.append(ids[: -(-n // block_size)])
+        ids = ids[-(-n // block_size):]
+    return tables
+
+
 @pytest.mark.parametrize("dtype", sorted(TOLERANCE, key=str))
 @pytest.mark.parametrize("num_heads,num_kv_heads,head_dim", [(4, 4, 64), (6, 2, 40), (7, 1, 13)])
 @pytest.mark.parametrize("block_size", [1, 5, 16])
@@ -29,12 +40,7 @@ def test_decode_matches_reference(dtype, num_heads, num_kv_heads, head_dim, bloc
     cache = KVCache(torch.randn(shape, generator=gen).to(dtype), torch.randn(shape, generator=gen).to(dtype), *scales)
     ref_cache = KVCache(cache.key.clone(), cache.value.clone(), *scales)
     dtype = torch.float32 if fp8 else dtype  # the model's dtype (q, k, v)
-    ids = list(range(num_blocks))
-    random.Random(0).shuffle(ids)
-    tables = []
-    for n in lens:
-        tables.append(ids[: -(-n // block_size)])
-        ids = ids[-(-n // block_size):]
+    tables = shuffled_block_tables(lens, block_size, num_blocks, seed=0)
     meta = AttentionMetadata.build(query_lens=[1] * len(lens), seq_lens=lens, block_tables=tables, block_size=block_size)
     q = torch.randn(len(lens), num_heads, head_dim, generator=gen).to(dtype)
     k = torch.randn(len(lens), num_kv_heads, head_dim, generator=gen).to(dtype)
@@ -63,12 +69,7 @@ def test_mixed_step_matches_reference(with_spans):
     shape = (num_blocks, block_size, num_kv_heads, head_dim)
     cache = KVCache(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen))
     ref_cache = KVCache(cache.key.clone(), cache.value.clone())
-    ids = list(range(num_blocks))
-    random.Random(1).shuffle(ids)
-    tables = []
-    for n in lens:
-        tables.append(ids[: -(-n // block_size)])
-        ids = ids[-(-n // block_size):]
+    tables = shuffled_block_tables(lens, block_size, num_blocks, seed=1)
     meta = AttentionMetadata.build(query_lens=query_lens, seq_lens=lens, block_tables=tables, block_size=block_size,
                                    spans=spans, decode_seqs=decode_seqs)
     assert not meta.is_decode_only

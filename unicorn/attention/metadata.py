@@ -1,6 +1,7 @@
 """Per-step attention metadata for a packed varlen batch over a paged KV cache."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,11 @@ class AttentionMetadata:
         return len(self.seq_lens_cpu)
 
     @property
+    def query_starts_cpu(self) -> list[int]:
+        """Host copy of ``query_start_loc``: sequence ``i``'s packed rows are ``[starts[i], starts[i + 1])``."""
+        return list(itertools.accumulate(self.query_lens_cpu, initial=0))
+
+    @property
     def is_decode_only(self) -> bool:
         return self.max_query_len == 1
 
@@ -89,9 +95,7 @@ class AttentionMetadata:
                 slots.append(table[pos // block_size] * block_size + pos % block_size)
         max_blocks = max((len(t) for t in block_tables), default=0)
         padded = [t + [0] * (max_blocks - len(t)) for t in block_tables]
-        starts = [0]
-        for q_len in query_lens:
-            starts.append(starts[-1] + q_len)
+        starts = list(itertools.accumulate(query_lens, initial=0))
         as_long = dict(dtype=torch.long, device=device)
         if spans is not None:
             assert len(spans) == len(query_lens)

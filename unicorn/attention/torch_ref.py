@@ -164,9 +164,7 @@ def paged_attention_ref(
                            meta.causal, q.device)
         return _attend_group(q[None], key[None], value[None], mask, scale)[0].to(q.dtype)
     out = torch.empty_like(q)
-    starts = [0]
-    for q_len in meta.query_lens_cpu:
-        starts.append(starts[-1] + q_len)
+    starts = meta.query_starts_cpu
     block_size = cache.block_size
     for (q_len, s_len, spans), seqs in _same_mask_groups(meta).items():
         first = torch.tensor([starts[i] for i in seqs], device=q.device)

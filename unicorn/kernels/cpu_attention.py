@@ -3,6 +3,7 @@ the torch reference for the rest. Reference: unicorn.attention.torch_ref.paged_a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import torch
 
@@ -22,7 +23,7 @@ def _subset(meta: AttentionMetadata, seqs: list[int], rows: torch.Tensor) -> Att
     index = torch.tensor(seqs, device=meta.seq_lens.device)
     query_lens = [meta.query_lens_cpu[i] for i in seqs]
     seq_lens = [meta.seq_lens_cpu[i] for i in seqs]
-    starts = torch.tensor([0] + query_lens, device=meta.query_start_loc.device).cumsum(0)
+    starts = torch.tensor(list(itertools.accumulate(query_lens, initial=0)), device=meta.query_start_loc.device)
     return dataclasses.replace(
         meta, slot_mapping=meta.slot_mapping.index_select(0, rows), query_start_loc=starts,
         seq_lens=meta.seq_lens.index_select(0, index), block_tables=meta.block_tables.index_select(0, index),
@@ -42,10 +43,8 @@ def cpu_paged_attention(
     # A mixed step (decode rows beside prefill chunks). A decode row's query is at its context's last position, so
     # causal masking and bidirectional spans change nothing for it: it takes the decode kernel as in a decode-only
     # step (one kernel per row whatever shares the step, and no per-length loop of the reference).
-    rest = [i for i in range(meta.num_seqs) if not (meta.decode_seqs[i])]
-    starts = [0]
-    for n in meta.query_lens_cpu:
-        starts.append(starts[-1] + n)
+    rest = [i for i in range(meta.num_seqs) if not meta.decode_seqs[i]]
+    starts = meta.query_starts_cpu
     decode_rows = torch.tensor([starts[i] for i in decode], device=q.device)
     index = torch.tensor(decode, device=meta.seq_lens.device)
     store_kv_ref(k.index_select(0, decode_rows), v.index_select(0, decode_rows), cache,

@@ -41,7 +41,7 @@ def available() -> bool:
     return load() is not None
 
 
-_GROUP_NORM_SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "cpu" / "group_norm_silu.cpp"
+_CSRC = Path(__file__).resolve().parents[2] / "csrc" / "cpu"
 # ATen's vector headers built for the capability torch dispatches to here, so that Vectorized<float> (and its Sleef
 # exp) is the one torch's own kernels use.
 _CAPABILITY_FLAGS = {
@@ -51,70 +51,60 @@ _CAPABILITY_FLAGS = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def load_group_norm_silu():
-    """The compiled ``group_norm_silu`` (csrc/cpu/group_norm_silu.cpp), or None when it cannot be built here or
-    its output is not bit-identical to torch's group_norm + x * sigmoid(x) on a probe (then callers keep torch)."""
+def _build_for_capability(file_name: str, functions: list[str], fp_contract: str, agrees):
+    """Builds csrc/cpu/``file_name`` for torch's CPU capability with ``-ffp-contract=fp_contract``; the module, or
+    None when it cannot be built here or ``agrees(module)`` (its probe against the torch reference) is false."""
     import torch
 
+    source_path = _CSRC / file_name
     capability = torch.backends.cpu.get_cpu_capability()
-    if os.environ.get("UNICORN_NO_CPU_OPS") or capability not in _CAPABILITY_FLAGS or not _GROUP_NORM_SOURCE.exists():
+    if os.environ.get("UNICORN_NO_CPU_OPS") or capability not in _CAPABILITY_FLAGS or not source_path.exists():
         return None
     try:
         from torch.utils.cpp_extension import load_inline
 
-        source = _GROUP_NORM_SOURCE.read_text()
+        source = source_path.read_text()
         digest = hashlib.sha256((source + capability).encode()).hexdigest()[:10]
         module = load_inline(
-            name=f"unicorn_group_norm_silu_{digest}",
+            name=f"unicorn_{source_path.stem}_{digest}",
             cpp_sources=[source],
-            functions=["group_norm_silu"],
-            # FP contraction as in torch's own build (GCC's default): RowwiseMoments' scalar steps must round
-            # as torch's compiled copy of the same header does.
-            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=fast", *_CAPABILITY_FLAGS[capability]],
+            functions=functions,
+            extra_cflags=["-O3", "-fopenmp", f"-ffp-contract={fp_contract}", *_CAPABILITY_FLAGS[capability]],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
     except Exception:  # noqa: BLE001 - any build failure means "use the torch path"
         return None
-    from unicorn.kernels.group_norm_silu import group_norm_silu_ref
-
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 64, 16, 13, generator=gen) * 3 + 0.5
-    weight, bias = 1 + torch.randn(64, generator=gen) * 0.1, torch.randn(64, generator=gen) * 0.1
-    if not torch.equal(module.group_norm_silu(x, weight, bias, 32, 1e-6), group_norm_silu_ref(x, weight, bias, 32, 1e-6)):
-        return None
-    return module
+    return module if agrees(module) else None
 
 
-_FUSED_SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "cpu" / "fused_elementwise.cpp"
+@functools.lru_cache(maxsize=1)
+def load_group_norm_silu():
+    """The compiled ``group_norm_silu`` (csrc/cpu/group_norm_silu.cpp), or None when it cannot be built here or
+    its output is not bit-identical to torch's group_norm + x * sigmoid(x) on a probe (then callers keep torch)."""
+
+    def agrees(module) -> bool:
+        import torch
+
+        from unicorn.kernels.group_norm_silu import group_norm_silu_ref
+
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 64, 16, 13, generator=gen) * 3 + 0.5
+        weight, bias = 1 + torch.randn(64, generator=gen) * 0.1, torch.randn(64, generator=gen) * 0.1
+        return torch.equal(module.group_norm_silu(x, weight, bias, 32, 1e-6),
+                           group_norm_silu_ref(x, weight, bias, 32, 1e-6))
+
+    # FP contraction as in torch's own build (GCC's default): RowwiseMoments' scalar steps must round as torch's
+    # compiled copy of the same header does.
+    return _build_for_capability("group_norm_silu.cpp", ["group_norm_silu"], "fast", agrees)
 
 
 @functools.lru_cache(maxsize=1)
 def load_fused_elementwise():
     """The compiled ``rms_norm``, ``rope`` and ``silu_mul_`` (csrc/cpu/fused_elementwise.cpp), or None when they
     cannot be built here or disagree with the torch references on a probe (then callers keep torch)."""
-    import torch
-
-    capability = torch.backends.cpu.get_cpu_capability()
-    if os.environ.get("UNICORN_NO_CPU_OPS") or capability not in _CAPABILITY_FLAGS or not _FUSED_SOURCE.exists():
-        return None
-    try:
-        from torch.utils.cpp_extension import load_inline
-
-        source = _FUSED_SOURCE.read_text()
-        digest = hashlib.sha256((source + capability).encode()).hexdigest()[:10]
-        module = load_inline(
-            name=f"unicorn_fused_elementwise_{digest}",
-            cpp_sources=[source],
-            functions=["rms_norm", "rope", "silu_mul_"],
-            # No FMA contraction: rope and silu_mul_ round each product as torch's separate ops do (same bits).
-            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", *_CAPABILITY_FLAGS[capability]],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
-    except Exception:  # noqa: BLE001 - any build failure means "use the torch path"
-        return None
     from unicorn.kernels.cpu_fused import fused_elementwise_agree
 
-    return module if fused_elementwise_agree(module) else None
+    # No FMA contraction: rope and silu_mul_ round each product as torch's separate ops do (same bits).
+    return _build_for_capability("fused_elementwise.cpp", ["rms_norm", "rope", "silu_mul_"], "off",
+                                 fused_elementwise_agree)
