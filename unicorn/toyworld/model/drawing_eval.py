@@ -71,7 +71,8 @@ def expected_score(sample, decode) -> float | None:
 
 
 def draw_and_judge(engine, items, cfg: DrawingEvalConfig, seed: int) -> list[dict]:
-    """One seed: rows ``{category, prompt_index, oracle, soft, judge, expected}`` per drawing."""
+    """One seed: rows ``{category, prompt_index, rollout, oracle, soft, codes, judge, expected}`` per drawing
+    (``codes``: the drawing's VQ codes, what a fine-tune on it trains towards)."""
     from unicorn.engine.params import ImageGenParams, SamplingParams
 
     params = ImageGenParams(n=cfg.drawings, cfg_scale=cfg_spread(cfg.cfg_low, cfg.cfg_high, cfg.drawings),
@@ -81,9 +82,10 @@ def draw_and_judge(engine, items, cfg: DrawingEvalConfig, seed: int) -> list[dic
     for p, (item, out) in enumerate(zip(items, drawn)):
         if out.error:
             raise RuntimeError(f"drawing prompt {p} failed: {out.error}")
-        for image in out.images:
+        for j, image in enumerate(out.images):
             score, soft = oracle_accuracy(item.scene, image, item.questions)
-            rows.append({"category": item.category, "prompt_index": p, "oracle": score, "soft": soft})
+            rows.append({"category": item.category, "prompt_index": p, "rollout": j, "oracle": score, "soft": soft,
+                         "codes": [int(c) for c in out.image_tokens[j]]})
             requests.append(judge_request(item.prompt, image))
     judged = engine.generate(requests, SamplingParams(max_tokens=cfg.judge_max_tokens, temperature=0.0,
                                                       logprobs=cfg.judge_top_logprobs))
