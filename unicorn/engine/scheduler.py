@@ -300,21 +300,27 @@ class Scheduler:
         passing is no starvation).
         """
         config = self.config
-        # Requests not admitted in this pass, in queue order, each with whether only the image share kept it
-        # out: such an image waits for its share, not for the text requests, which may pass it freely.
-        passed_over: list[tuple[Request, bool]] = []
+        # Requests not admitted in this pass, in queue order. An image admitted behind one overtakes it; a text
+        # request overtakes it only if more than the image share keeps it out (an image waiting for its share
+        # does not wait for text requests, which pass it freely). Overtakes are counted lazily, so that a queue
+        # of thousands costs O(1) per request and step: each entry keeps the admissions made before it was
+        # passed over (images, all), and each group the largest "overtakes so far - admissions then".
+        passed_over: list[tuple[Request, bool, int, int]] = []
+        admitted_images = admitted_all = 0
+        worst_share_only = worst_blocking = None
         seats_used = self._seats_used()  # kept up to date below: summing over the running set per waiting request
-        for request in list(self.waiting):  # was quadratic with thousands of queued judge requests
-            if budget <= 0:
-                break
+        for request in list(self.waiting):
+            if budget <= 0 or seats_used >= config.max_num_seqs:
+                break  # nothing more can be admitted, so nothing more is overtaken
             is_image = request.is_image
-            passes = [r for r, share_only in passed_over if is_image or not share_only]
-            if any(r.num_times_bypassed >= config.max_bypass for r in passes):
+            if worst_blocking is not None and admitted_all + worst_blocking >= config.max_bypass:
                 break  # nothing may overtake a starved request any more
+            if is_image and worst_share_only is not None and admitted_images + worst_share_only >= config.max_bypass:
+                break
             admitted = False
             fits = seats_used + request.max_rows() <= config.max_num_seqs
-            in_share = self._fits_image_reservation(request)
-            if fits and in_share:
+            in_share = fits and self._fits_image_reservation(request)
+            if in_share:
                 for row in self.active_rows(request):
                     self.block_manager.attach_cached_prefix(row)
                 planned = self._plan(request, budget)
@@ -334,10 +340,18 @@ class Scheduler:
                 else:
                     self._free_rows(request)
             if admitted:
-                for r in passes:
-                    r.num_times_bypassed += 1
+                admitted_all += 1
+                admitted_images += is_image
+            elif fits and not in_share:  # kept out by the image share alone
+                passed_over.append((request, True, admitted_images, admitted_all))
+                worst = request.num_times_bypassed - admitted_images
+                worst_share_only = worst if worst_share_only is None else max(worst_share_only, worst)
             else:
-                passed_over.append((request, fits and not in_share))
+                passed_over.append((request, False, admitted_images, admitted_all))
+                worst = request.num_times_bypassed - admitted_all
+                worst_blocking = worst if worst_blocking is None else max(worst_blocking, worst)
+        for request, share_only, images_then, all_then in passed_over:
+            request.num_times_bypassed += (admitted_images - images_then) if share_only else (admitted_all - all_then)
 
     # ---- after the forward ------------------------------------------------------------------------
     def update(self, out: SchedulerOutput, sampled: dict[int, list[int | None]]) -> list[Request]:
