@@ -33,10 +33,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, ROOT)
 
 from unicorn.cpr.schema import ImageRef, T2IRecord, write_dataset  # noqa: E402
+from unicorn.cpr.shards import atomic_write  # noqa: E402
 from unicorn.selfplay.evaluation import compare  # noqa: E402
 from unicorn.toyworld.model import default_model_path  # noqa: E402
 from unicorn.toyworld.model.data import make_item  # noqa: E402
-from unicorn.toyworld.model.drawing_eval import DrawingEvalConfig, draw_and_judge  # noqa: E402
+from unicorn.toyworld.model.drawing_eval import DrawingEvalConfig, by_prompt, draw_and_judge, judge_pick  # noqa: E402
 from unicorn.toyworld.model.improve_eval import ToyWorldEvaluator  # noqa: E402
 from unicorn.toyworld.model.judge_stats import Drawing, judge_ranking  # noqa: E402
 from unicorn.toyworld.pretrain import file_sha256  # noqa: E402
@@ -47,16 +48,13 @@ RESULTS = os.path.join(os.path.dirname(__file__), "dryrun_results.jsonl")
 
 
 def write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj).encode())
 
 
 def pick(arm: str, group: list[dict], seed: int, prompt_index: int) -> dict:
     """The drawing an arm keeps of one prompt's rollouts (in rollout order)."""
-    if arm == "judge":  # max() keeps the first of equals: the lowest rollout
-        return max(group, key=lambda r: (-1 if r["judge"] is None else r["judge"], r["expected"] or 0.0))
+    if arm == "judge":
+        return judge_pick(group)
     if arm == "oracle":
         return max(group, key=lambda r: (r["oracle"], r["soft"]))
     return group[random.Random(f"{seed}:{prompt_index}").randrange(len(group))]
@@ -78,13 +76,6 @@ def build_pool(args, out: str, log) -> list[dict]:
     log(f"pool: {len(items)} prompts x 8 drawn and judged in {time.time() - t:.0f}s")
     write_json(path, {"rows": rows, "seconds": time.time() - t})
     return rows
-
-
-def grouped(rows: list[dict]) -> dict[int, list[dict]]:
-    groups: dict[int, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(r["prompt_index"], []).append(r)
-    return {p: sorted(g, key=lambda r: r["rollout"]) for p, g in groups.items()}
 
 
 def pool_summary(groups: dict[int, list[dict]], seed: int) -> dict:
@@ -122,7 +113,7 @@ def train_arm(args, out: str, arm: str, log) -> str:
     t = time.time()
     done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"dryrun: training arm {arm} failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(f"dryrun: training arm {arm} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
     log(f"train {arm}: {time.time() - t:.0f}s; " + done.stdout.strip().splitlines()[-1][:200])
     return model
 
@@ -157,12 +148,14 @@ def main() -> None:
     ap.add_argument("--note", default="")
     args = ap.parse_args()
     args.model = args.model or str(default_model_path())
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise SystemExit(f"dryrun: --model {args.model}: no checkpoint there (config.json missing)")
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     log = lambda m: print(m, flush=True)  # noqa: E731
     t0 = time.time()
 
-    groups = grouped(build_pool(args, out, log))
+    groups = by_prompt(build_pool(args, out, log))
     pool = pool_summary(groups, args.sample_seed)
     log("pool: mean accuracy {:.3f}; kept accuracy judge {judge[accuracy]:.3f} random {random[accuracy]:.3f} "
         "oracle {oracle[accuracy]:.3f}; judge pair accuracy {:.3f}".format(
@@ -178,7 +171,7 @@ def main() -> None:
                   os.path.join(args.model, "model.safetensors")),
               "pool": pool, "metrics": {n: r["metrics"] for n, r in results.items()},
               "per_category": {n: r["per_category"] for n, r in results.items()},
-              "deltas": {k: {m: v for m, v in d.items()} for k, d in deltas.items()},
+              "deltas": deltas,
               "seconds": time.time() - t0}
     write_json(os.path.join(out, "report.json"), report)
     with open(RESULTS, "a") as f:
@@ -193,7 +186,7 @@ def main() -> None:
     for k, d in deltas.items():
         log(f"  {k:<14} " + "  ".join(f"{m} {d[m]['overall']['delta']:+.4f} ± {d[m]['overall']['se']:.4f}"
                                         for m in ("accuracy", "understanding") if m in d))
-    log(f"per category, accuracy delta judge-random / oracle-random:")
+    log("per category, accuracy delta judge-random / oracle-random:")
     for c in CATEGORIES:
         a = deltas["judge-random"]["accuracy"]["per_category"].get(c)
         b = deltas["oracle-random"]["accuracy"]["per_category"].get(c)

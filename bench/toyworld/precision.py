@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--note", default="")
     args = ap.parse_args()
     model = args.model or str(default_model_path())
+    if not os.path.isfile(os.path.join(model, "config.json")):
+        raise SystemExit(f"precision: --model {model}: no checkpoint there (config.json missing)")
     configs = ["fp32"] + [c for c in args.configs if c != "fp32"]
     items = [make_item(c, 10_000 + i, 0, args.split) for c in CATEGORIES for i in range(args.prompts)]
     names = [f"{it.category}/{i % args.prompts}" for i, it in enumerate(items)]
@@ -73,13 +75,16 @@ def main() -> None:
         seconds[config] = time.time() - t
         print(f"{config}: drawn in {seconds[config]:.0f}s", flush=True)
 
+    def per_prompt(run: dict) -> dict[str, float]:
+        return {n: float(np.mean([run[s]["soft"][p].mean() for s in args.seeds])) for p, n in enumerate(names)}
+
     base = runs["fp32"]
+    base_units = per_prompt(base)
     rows = {}
     for config in configs:
         run = runs[config]
         per_seed = [float(run[s]["soft"].mean()) for s in args.seeds]
-        units = {n: float(np.mean([run[s]["soft"][p].mean() for s in args.seeds])) for p, n in enumerate(names)}
-        base_units = {n: float(np.mean([base[s]["soft"][p].mean() for s in args.seeds])) for p, n in enumerate(names)}
+        units = per_prompt(run)
         same_drawing = np.mean([(run[s]["codes"] == base[s]["codes"]).all(axis=-1).mean() for s in args.seeds])
         same_code = np.mean([(run[s]["codes"] == base[s]["codes"]).mean() for s in args.seeds])
         mean, se = mean_se(per_seed)

@@ -85,7 +85,7 @@ def draw_and_judge(engine, items, cfg: DrawingEvalConfig, seed: int) -> list[dic
         for j, image in enumerate(out.images):
             score, soft = oracle_accuracy(item.scene, image, item.questions)
             rows.append({"category": item.category, "prompt_index": p, "rollout": j, "oracle": score, "soft": soft,
-                         "codes": [int(c) for c in out.image_tokens[j]]})
+                         "codes": out.image_tokens[j].tolist()})
             requests.append(judge_request(item.prompt, image))
     judged = engine.generate(requests, SamplingParams(max_tokens=cfg.judge_max_tokens, temperature=0.0,
                                                       logprobs=cfg.judge_top_logprobs))
@@ -96,11 +96,23 @@ def draw_and_judge(engine, items, cfg: DrawingEvalConfig, seed: int) -> list[dic
     return rows
 
 
-def summarise_seed(rows: list[dict]) -> dict:
-    """The module's figures over one seed's rows."""
+def by_prompt(rows: list[dict]) -> dict[int, list[dict]]:
+    """One seed's rows grouped by prompt index, each group in rollout order (the order the rows were made)."""
     groups: dict[int, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["prompt_index"], []).append(r)
+    return groups
+
+
+def judge_pick(group: list[dict]) -> dict:
+    """The drawing the judge keeps of one prompt's: its highest ``Score: N`` (unparsed lowest), then the expected
+    score, then the first rollout."""
+    return max(group, key=lambda r: (-1 if r["judge"] is None else r["judge"], r["expected"] or 0.0))
+
+
+def summarise_seed(rows: list[dict]) -> dict:
+    """The module's figures over one seed's rows."""
+    groups = by_prompt(rows)
     drawings = [[Drawing(r["oracle"], r["judge"], r["expected"]) for r in g] for g in groups.values()]
     return {
         "accuracy": float(np.mean([r["soft"] for r in rows])),

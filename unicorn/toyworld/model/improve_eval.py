@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from unicorn.toyworld.model.data import make_item
-from unicorn.toyworld.model.drawing_eval import DrawingEvalConfig, draw_and_judge
+from unicorn.toyworld.model.drawing_eval import DrawingEvalConfig, by_prompt, draw_and_judge, judge_pick
 from unicorn.toyworld.model.evaluate import judge_and_answer
 from unicorn.toyworld.scene import CATEGORIES
 
@@ -72,12 +72,8 @@ class ToyWorldEvaluator:
         names = [f"{it.category}/{i % self.prompts_per_category}" for i, it in enumerate(items)]
         per_prompt = {name: {m: [] for m in GEN_METRICS} for name in names}
         for seed in self.seeds:
-            rows = draw_and_judge(engine, items, cfg, seed)
-            groups: dict[int, list[dict]] = {}
-            for r in rows:
-                groups.setdefault(r["prompt_index"], []).append(r)
-            for p, group in groups.items():
-                pick = max(group, key=lambda r: (-1 if r["judge"] is None else r["judge"], r["expected"] or 0.0))
+            for p, group in by_prompt(draw_and_judge(engine, items, cfg, seed)).items():
+                pick = judge_pick(group)
                 mean = float(np.mean([r["soft"] for r in group]))
                 entry = per_prompt[names[p]]
                 entry["accuracy"].append(mean)
