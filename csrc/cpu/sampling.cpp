@@ -86,9 +86,16 @@ inline float fast_log(float x) {  // x > 0 normal; Cephes logf, branch-free so l
   bits = (bits & 0x007fffff) | 0x3f000000;  // mantissa in [0.5, 1)
   float m;
   std::memcpy(&m, &bits, 4);
-  const bool small = m < 0.707106781186547524f;
-  e -= small ? 1 : 0;
-  m = small ? (m + m - 1.0f) : (m - 1.0f);
+  // m < sqrt(1/2): e - 1 and 2m - 1, else m - 1. Chosen with a bit mask: GCC 12 keeps a conditional as a branch,
+  // which left the noise loop scalar (43 ns per entry instead of 5).
+  const int32_t small = -static_cast<int32_t>(m < 0.707106781186547524f);  // all ones where true
+  e += small;
+  const float twice = m + m - 1.0f, once = m - 1.0f;
+  int32_t twice_bits, once_bits;
+  std::memcpy(&twice_bits, &twice, 4);
+  std::memcpy(&once_bits, &once, 4);
+  const int32_t picked = (twice_bits & small) | (once_bits & ~small);
+  std::memcpy(&m, &picked, 4);
   const float z = m * m;
   float y = 7.0376836292e-2f;
   y = y * m - 1.1514610310e-1f;

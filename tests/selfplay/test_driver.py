@@ -3,6 +3,7 @@ recipe's rules, a foreign --out is refused, a judge that never scores is counted
 resumes to a byte-identical directory without redoing its written epochs."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -110,7 +111,9 @@ def test_kill_9_then_resume_is_byte_identical(finished_run, tmp_path):
     logged = []
     selfplay(str(default_model_path()), "toyworld", SelfPlayConfig(N, seed=0, epoch_size=EPOCH), str(out),
              progress=False, log=logged.append)  # the same command, resumed in this process
-    assert any("resumed with 1 of 2 epochs" in line for line in logged), logged
+    # the kill lands after the first epoch file: before the second (1 of 2) or, where both finish close together,
+    # between the second and the manifest (2 of 2); either way nothing written is redone
+    assert any(re.search(r"resumed with [12] of 2 epochs", line) for line in logged), logged
     assert first.stat().st_mtime_ns == written  # the written epoch was not redone
     assert _files(out) == _files(reference)
 
