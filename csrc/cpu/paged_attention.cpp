@@ -4,6 +4,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -25,15 +26,23 @@ static void decode_kernel(const float* q, const scalar_t* k_cache, const scalar_
       const int64_t* table = block_tables + s * max_blocks;
       const float* qs = q + s * num_heads * head_dim;
       scores.assign(num_heads * len, 0.f);
-      for (int64_t t = 0; t < len; ++t) {
-        const scalar_t* row = k_cache + table[t / block_size] * block_stride + (t % block_size) * token_stride;
-        for (int64_t h = 0; h < num_heads; ++h) {
-          const scalar_t* kp = row + (h / group) * head_dim;
-          const float* qh = qs + h * head_dim;
-          float dot = 0.f;
+      // Blocks, then rows within a block, then KV heads and their query heads: no integer division per row or
+      // head (they cost as much as the row's dot products).
+      for (int64_t t0 = 0; t0 < len; t0 += block_size) {
+        const scalar_t* block = k_cache + table[t0 / block_size] * block_stride;
+        const int64_t rows = std::min(block_size, len - t0);
+        for (int64_t i = 0; i < rows; ++i) {
+          const scalar_t* row = block + i * token_stride;
+          for (int64_t kv = 0, h = 0; kv < num_kv_heads; ++kv) {
+            const scalar_t* kp = row + kv * head_dim;
+            for (int64_t g = 0; g < group; ++g, ++h) {
+              const float* qh = qs + h * head_dim;
+              float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
-          for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * static_cast<float>(kp[d]);
-          scores[h * len + t] = dot * scale;
+              for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * static_cast<float>(kp[d]);
+              scores[h * len + t0 + i] = dot * scale;
+            }
+          }
         }
       }
       for (int64_t h = 0; h < num_heads; ++h) {
@@ -49,14 +58,20 @@ static void decode_kernel(const float* q, const scalar_t* k_cache, const scalar_
         for (int64_t t = 0; t < len; ++t) sh[t] *= inv;
       }
       std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t t = 0; t < len; ++t) {
-        const scalar_t* row = v_cache + table[t / block_size] * block_stride + (t % block_size) * token_stride;
-        for (int64_t h = 0; h < num_heads; ++h) {
-          const scalar_t* vp = row + (h / group) * head_dim;
-          const float p = scores[h * len + t];
-          float* ah = acc.data() + h * head_dim;
+      for (int64_t t0 = 0; t0 < len; t0 += block_size) {
+        const scalar_t* block = v_cache + table[t0 / block_size] * block_stride;
+        const int64_t rows = std::min(block_size, len - t0);
+        for (int64_t i = 0; i < rows; ++i) {
+          const scalar_t* row = block + i * token_stride;
+          for (int64_t kv = 0, h = 0; kv < num_kv_heads; ++kv) {
+            const scalar_t* vp = row + kv * head_dim;
+            for (int64_t g = 0; g < group; ++g, ++h) {
+              const float p = scores[h * len + t0 + i];
+              float* ah = acc.data() + h * head_dim;
 #pragma omp simd
-          for (int64_t d = 0; d < head_dim; ++d) ah[d] += p * static_cast<float>(vp[d]);
+              for (int64_t d = 0; d < head_dim; ++d) ah[d] += p * static_cast<float>(vp[d]);
+            }
+          }
         }
       }
       std::copy(acc.begin(), acc.end(), out + s * num_heads * head_dim);
