@@ -9,6 +9,25 @@
 #include <limits>
 #include <vector>
 
+// Calls visit(t, h, head) for every cached token t < len of one sequence and every query head h, where head points at
+// h's KV head in t's slot. Blocks, then rows within a block, then KV heads and their query heads: no integer
+// division per row or head (they cost as much as a row's dot products).
+template <typename scalar_t, typename Visit>
+static inline void walk_heads(const scalar_t* cache, const int64_t* table, int64_t len, int64_t block_size,
+                              int64_t block_stride, int64_t num_kv_heads, int64_t group, int64_t head_dim,
+                              Visit&& visit) {
+  const int64_t token_stride = num_kv_heads * head_dim;
+  for (int64_t t0 = 0; t0 < len; t0 += block_size) {
+    const scalar_t* block = cache + table[t0 / block_size] * block_stride;
+    const int64_t rows = std::min(block_size, len - t0);
+    for (int64_t i = 0; i < rows; ++i) {
+      const scalar_t* row = block + i * token_stride;
+      for (int64_t kv = 0, h = 0; kv < num_kv_heads; ++kv)
+        for (int64_t g = 0; g < group; ++g, ++h) visit(t0 + i, h, row + kv * head_dim);
+    }
+  }
+}
+
 template <typename scalar_t>
 static void decode_kernel(const float* q, const scalar_t* k_cache, const scalar_t* v_cache,
                           const int64_t* block_tables, const int64_t* seq_lens, float* out,
@@ -26,25 +45,14 @@ static void decode_kernel(const float* q, const scalar_t* k_cache, const scalar_
       const int64_t* table = block_tables + s * max_blocks;
       const float* qs = q + s * num_heads * head_dim;
       scores.assign(num_heads * len, 0.f);
-      // Blocks, then rows within a block, then KV heads and their query heads: no integer division per row or
-      // head (they cost as much as the row's dot products).
-      for (int64_t t0 = 0; t0 < len; t0 += block_size) {
-        const scalar_t* block = k_cache + table[t0 / block_size] * block_stride;
-        const int64_t rows = std::min(block_size, len - t0);
-        for (int64_t i = 0; i < rows; ++i) {
-          const scalar_t* row = block + i * token_stride;
-          for (int64_t kv = 0, h = 0; kv < num_kv_heads; ++kv) {
-            const scalar_t* kp = row + kv * head_dim;
-            for (int64_t g = 0; g < group; ++g, ++h) {
-              const float* qh = qs + h * head_dim;
-              float dot = 0.f;
+      walk_heads(k_cache, table, len, block_size, block_stride, num_kv_heads, group, head_dim,
+                 [&](int64_t t, int64_t h, const scalar_t* kp) {
+                   const float* qh = qs + h * head_dim;
+                   float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
-              for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * static_cast<float>(kp[d]);
-              scores[h * len + t0 + i] = dot * scale;
-            }
-          }
-        }
-      }
+                   for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * static_cast<float>(kp[d]);
+                   scores[h * len + t] = dot * scale;
+                 });
       for (int64_t h = 0; h < num_heads; ++h) {
         float* sh = scores.data() + h * len;
         float max_score = -std::numeric_limits<float>::infinity();
@@ -58,22 +66,13 @@ static void decode_kernel(const float* q, const scalar_t* k_cache, const scalar_
         for (int64_t t = 0; t < len; ++t) sh[t] *= inv;
       }
       std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t t0 = 0; t0 < len; t0 += block_size) {
-        const scalar_t* block = v_cache + table[t0 / block_size] * block_stride;
-        const int64_t rows = std::min(block_size, len - t0);
-        for (int64_t i = 0; i < rows; ++i) {
-          const scalar_t* row = block + i * token_stride;
-          for (int64_t kv = 0, h = 0; kv < num_kv_heads; ++kv) {
-            const scalar_t* vp = row + kv * head_dim;
-            for (int64_t g = 0; g < group; ++g, ++h) {
-              const float p = scores[h * len + t0 + i];
-              float* ah = acc.data() + h * head_dim;
+      walk_heads(v_cache, table, len, block_size, block_stride, num_kv_heads, group, head_dim,
+                 [&](int64_t t, int64_t h, const scalar_t* vp) {
+                   const float p = scores[h * len + t];
+                   float* ah = acc.data() + h * head_dim;
 #pragma omp simd
-              for (int64_t d = 0; d < head_dim; ++d) ah[d] += p * static_cast<float>(vp[d]);
-            }
-          }
-        }
-      }
+                   for (int64_t d = 0; d < head_dim; ++d) ah[d] += p * static_cast<float>(vp[d]);
+                 });
       std::copy(acc.begin(), acc.end(), out + s * num_heads * head_dim);
     }
   });
