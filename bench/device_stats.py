@@ -36,7 +36,8 @@ def sync(device: str | torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _best_of(fn, device, repeats: int) -> float:
+def best_of(fn, repeats: int, device: str | torch.device = "cpu") -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn`` after one warm-up call, each synced on ``device``."""
     fn()
     sync(device)
     best = float("inf")
@@ -54,10 +55,10 @@ def measure_device(device: str | torch.device, dtype: torch.dtype, gemm: int = 8
     best of ``repeats``; a CPU run passes small sizes."""
     a = torch.randn(gemm, gemm, device=device, dtype=dtype)
     b = torch.randn(gemm, gemm, device=device, dtype=dtype)
-    tflops = 2 * gemm**3 / _best_of(lambda: torch.mm(a, b), device, repeats) / 1e12
+    tflops = 2 * gemm**3 / best_of(lambda: torch.mm(a, b), repeats, device) / 1e12
     del a, b
     buf = torch.ones(read_bytes // 4, device=device, dtype=torch.float32)
-    read_tbs = read_bytes / _best_of(lambda: buf.sum(), device, repeats) / 1e12
+    read_tbs = read_bytes / best_of(lambda: buf.sum(), repeats, device) / 1e12
     del buf
     return {"matmul_tflops": tflops, "read_tbs": read_tbs, "gemm": gemm, "read_gib": read_bytes / 2**30}
 

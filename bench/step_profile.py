@@ -21,15 +21,7 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-
-def _best_of(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+from device_stats import best_of
 
 
 def measure_machine(dtype: torch.dtype = torch.float32, gemm_shapes: list[tuple[int, int, int]] = ()) -> dict:
@@ -40,14 +32,14 @@ def measure_machine(dtype: torch.dtype = torch.float32, gemm_shapes: list[tuple[
     n = 512
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)
-    square = 2 * n**3 / _best_of(lambda: torch.mm(a, b), 50) / 1e9
+    square = 2 * n**3 / best_of(lambda: torch.mm(a, b), 50) / 1e9
     at_shapes = {}
     for m, k, out in gemm_shapes:
         x = torch.randn(m, k, dtype=dtype)
         w = torch.randn(out, k, dtype=dtype)
-        at_shapes[f"{m}x{k}x{out}"] = 2 * m * k * out / _best_of(lambda: F.linear(x, w), 30) / 1e9
+        at_shapes[f"{m}x{k}x{out}"] = 2 * m * k * out / best_of(lambda: F.linear(x, w), 30) / 1e9
     buf = torch.ones(32 << 20, dtype=torch.float32)  # 128 MiB, 4x the L3 here
-    read_gbs = buf.numel() * 4 / _best_of(lambda: buf.sum(), 20) / 1e9
+    read_gbs = buf.numel() * 4 / best_of(lambda: buf.sum(), 20) / 1e9
     return {"threads": torch.get_num_threads(), "dtype": str(dtype).split(".")[-1],
             "gemm_gflops": max([square, *at_shapes.values()]), "gemm_gflops_512": square,
             "gemm_gflops_at_shapes": at_shapes, "read_gbs": read_gbs}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -19,16 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from common import device_name, versions, write_rows  # noqa: E402
-
-
-def best_ms(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+from device_stats import best_of  # noqa: E402
 
 
 def main() -> None:
@@ -64,7 +54,7 @@ def main() -> None:
     }
     ids = {name: fn() for name, fn in ways.items()}
     same = all(torch.equal(ids["torch"], other) for other in ids.values())
-    times = {name: best_ms(fn, args.repeats) for name, fn in ways.items()}
+    times = {name: best_of(fn, args.repeats) * 1e3 for name, fn in ways.items()}
     elements = args.rows * args.vocab
     config = {"rows": args.rows, "vocab": args.vocab, "threads": torch.get_num_threads(), "repeats": args.repeats,
               "timing": "best of repeats after one warm-up call", "ids_equal": same}
