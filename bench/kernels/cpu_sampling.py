@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "kernels_cpu.jsonl"))
     args = parser.parse_args()
+    for name in ("rows", "vocab", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
