@@ -272,8 +272,9 @@ def hf_rows(common, peaks, hf, current, rollouts) -> list[dict]:
 
 
 # The engine as it was before issue 14's levers (each lever's switch off), for --compare: logits mixed after the
-# head (cfg_head_mix=False), the one-pass sampling op after torch's CFG, separate q/k/v and gate/up GEMMs.
-# The codes may differ: the head mix rounds differently, and a sampled token that flips changes the rest.
+# head (cfg_head_mix=False), the one-pass sampling op after torch's CFG, separate q/k/v and gate/up GEMMs, torch's
+# GEMM instead of oneDNN's on packed weights. The codes may differ: the head mix and the packed GEMM round
+# differently, and a sampled token that flips changes the rest.
 PREVIOUS_KWARGS = {"cfg_head_mix": False}
 PROGRESS_S = 30  # seconds between progress lines of a timed engine run
 
@@ -294,7 +295,11 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=Fa
     if previous:
         from unicorn.models.layers import FusedLinears
 
+        from unicorn.kernels.cpu_linear import packed_weights
+
         engine.runner.sampler.fused = False
+        for packed in packed_weights(engine.model):
+            packed.enabled = False
         for module in engine.model.modules():
             for value in vars(module).values():
                 if isinstance(value, FusedLinears):

@@ -1,13 +1,12 @@
 """Where an engine step's time goes, next to what this machine allows for each part.
 
 ``measure_machine`` times this machine's matmul GFLOP/s and memory read bandwidth (with the threads torch uses
-now). ``StepProfile`` wraps, for one engine, the places the hot path passes through -- every ``F.linear``
-(GEMMs, with their FLOPs), ``paged_attention`` (with the KV bytes each call reads), the runner's input
-preparation and sampling, the scheduler -- and keeps each region's *exclusive* wall time (a region's time minus
-that of the regions inside it), so the parts add up to the steps' total. The limits: GEMM FLOPs / matmul
+now). ``StepProfile`` wraps, for one engine, the places the hot path passes through -- every ``F.linear`` and
+packed oneDNN linear (GEMMs, with their FLOPs), ``paged_attention`` (with the KV bytes each call reads), the
+runner's input preparation and sampling, the scheduler -- and keeps each region's *exclusive* wall time (a region's
+time minus that of the regions inside it), so the parts add up to the steps' total. The limits: GEMM FLOPs / matmul
 GFLOP/s or weight bytes / bandwidth per GEMM (the longer), KV bytes / bandwidth, logits bytes / bandwidth for
-sampling; scheduling and input preparation have no
-floor of their own (ideally ~0).
+sampling; scheduling and input preparation have no floor of their own (ideally ~0).
 
 The wrappers cost a few perf_counter calls per linear layer (well under 1 % of a CPU step); on CUDA every region
 would need a sync, so the bench turns the profile off there unless asked.
@@ -117,6 +116,7 @@ class StepProfile:
     def attach(self, engine) -> "StepProfile":
         """Wraps the hot path of ``engine`` (a Janus-style model: layers call ``paged_attention`` from
         unicorn.models.layers) until :meth:`detach`."""
+        import unicorn.kernels.cpu_linear as cpu_linear
         import unicorn.models.layers as layers
 
         self._wrap(engine, "_advance", "scheduling")  # the step's remainder after the regions below
@@ -127,6 +127,7 @@ class StepProfile:
         self._wrap(type(engine.runner.sampler), "__call__", "sampling", self._count_sampling)
         self._wrap(layers, "paged_attention", "attention", self._count_attention)
         self._wrap(F, "linear", "GEMMs", self._count_linear)
+        self._wrap(cpu_linear, "linear", "GEMMs", self._count_linear)  # packed: the same [out, in] shape
         return self
 
     def detach(self) -> None:

@@ -22,6 +22,7 @@ from unicorn.engine.sampler import sample_seed
 from unicorn.engine.sequence import Request, RequestKind, Sequence, new_request_id
 from unicorn.engine.stop import truncate_at_stop
 from unicorn.engine.text_hooks import attach_text_hooks
+from unicorn.kernels.cpu_linear import release_packed_weights
 
 
 @dataclass
@@ -318,6 +319,7 @@ class Engine:
     def _drop_weight_dependent_caches(self) -> None:
         self.block_manager.reset_prefix_cache()
         self.runner.encoder_cache.clear()
+        release_packed_weights(self.model)
 
     # ---- submission -----------------------------------------------------------------------------
     def _seed(self, seed: int | None) -> int:

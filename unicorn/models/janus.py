@@ -13,6 +13,7 @@ from unicorn.attention import AttentionMetadata, KVCache
 from unicorn.models.janus_chat import JANUS_PROMPT_FORMAT
 from unicorn.models.janus_config import JanusArch
 from unicorn.models.janus_image import ImageProcessing, postprocess_images, preprocess_images
+from unicorn.models.layers import Linear
 from unicorn.models.llama import LlamaModel
 from unicorn.models.siglip import GenerationHead, MLPAligner, VisionModel
 from unicorn.models.spec import ModelSpec, SpecialTokenIds
@@ -47,7 +48,7 @@ class JanusModel(nn.Module):
             vq.image_token_embed_dim, vq.head_inner_dim, vq.num_embeddings, vq.hidden_act
         )
         self.language_model = LlamaModel(text)
-        self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        self.lm_head = Linear(text.hidden_size, text.vocab_size, bias=False)
         self.image_processing = image_processing or ImageProcessing(image_size=vision.image_size)
         self.spec = ModelSpec(
             model_type=model_type,

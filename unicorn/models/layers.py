@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unicorn.attention import AttentionMetadata, KVCache, paged_attention
-from unicorn.kernels import cpu_fused, dispatch
+from unicorn.kernels import cpu_fused, cpu_linear, dispatch
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -100,6 +100,18 @@ class RotaryEmbedding(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+class Linear(nn.Linear):
+    """nn.Linear (same parameters and state dict) whose fp32 CPU inference runs oneDNN's GEMM on a packed copy of
+    the weight (unicorn.kernels.cpu_linear); F.linear everywhere else."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.packed_weight = cpu_linear.PackedWeight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.packed_weight(x, self.weight, self.bias)
+
+
 class FusedLinears:
     """One GEMM for linear layers that read the same input (q/k/v, gate/up) in the engine's paged forward.
 
@@ -116,6 +128,7 @@ class FusedLinears:
         self.bias: torch.Tensor | None = None
         self._pointers: tuple = ()
         self.enabled = True  # False: the layers apart (bench/janus_images.py --compare times the previous path)
+        self.packed_weight = cpu_linear.PackedWeight()
 
     def _params(self) -> list[torch.Tensor]:
         return [layer.weight for layer in self.linears] + [layer.bias for layer in self.linears
@@ -150,7 +163,7 @@ class FusedLinears:
             return torch.cat([layer(x) for layer in self.linears], dim=-1)
         if self._current() != self._pointers:
             self._build()
-        return F.linear(x, self.weight, self.bias)
+        return self.packed_weight(x, self.weight, self.bias, parts=tuple(self._params()))
 
 
 class LlamaAttention(nn.Module):
@@ -161,10 +174,10 @@ class LlamaAttention(nn.Module):
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.scale = head_dim**-0.5
-        self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
-        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=bias)
+        self.q_proj = Linear(hidden_size, num_heads * head_dim, bias=bias)
+        self.k_proj = Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
+        self.v_proj = Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
+        self.o_proj = Linear(num_heads * head_dim, hidden_size, bias=bias)
         self.qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fused: bool = False):
@@ -199,9 +212,9 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        self.gate_proj = Linear(hidden_size, intermediate_size, bias=bias)
+        self.up_proj = Linear(hidden_size, intermediate_size, bias=bias)
+        self.down_proj = Linear(intermediate_size, hidden_size, bias=bias)
         self.gate_up = FusedLinears(self.gate_proj, self.up_proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from torch import nn
 
 from unicorn.models.activations import get_activation
 from unicorn.models.janus_config import VisionArch
+from unicorn.models.layers import Linear
 
 
 class VisionEmbeddings(nn.Module):
@@ -32,10 +33,10 @@ class VisionAttention(nn.Module):
         self.num_heads = arch.num_attention_heads
         self.head_dim = arch.hidden_size // arch.num_attention_heads
         d = arch.hidden_size
-        self.q_proj = nn.Linear(d, d, bias=arch.attention_bias)
-        self.k_proj = nn.Linear(d, d, bias=arch.attention_bias)
-        self.v_proj = nn.Linear(d, d, bias=arch.attention_bias)
-        self.projection_layer = nn.Linear(d, d)
+        self.q_proj = Linear(d, d, bias=arch.attention_bias)
+        self.k_proj = Linear(d, d, bias=arch.attention_bias)
+        self.v_proj = Linear(d, d, bias=arch.attention_bias)
+        self.projection_layer = Linear(d, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, d = x.shape
@@ -52,8 +53,8 @@ class VisionMLP(nn.Module):
     def __init__(self, arch: VisionArch):
         super().__init__()
         self.act = get_activation(arch.hidden_act)
-        self.fc1 = nn.Linear(arch.hidden_size, int(arch.hidden_size * arch.mlp_ratio))
-        self.fc2 = nn.Linear(int(arch.hidden_size * arch.mlp_ratio), arch.hidden_size)
+        self.fc1 = Linear(arch.hidden_size, int(arch.hidden_size * arch.mlp_ratio))
+        self.fc2 = Linear(int(arch.hidden_size * arch.mlp_ratio), arch.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -101,8 +102,8 @@ class MLPAligner(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, num_layers: int, act: str):
         super().__init__()
         self.act = get_activation(act)
-        self.fc1 = nn.Linear(in_dim, out_dim)
-        self.hidden_layers = nn.ModuleList(nn.Linear(out_dim, out_dim) for _ in range(1, num_layers))
+        self.fc1 = Linear(in_dim, out_dim)
+        self.hidden_layers = nn.ModuleList(Linear(out_dim, out_dim) for _ in range(1, num_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1(x)
@@ -117,8 +118,8 @@ class GenerationHead(nn.Module):
     def __init__(self, in_dim: int, inner_dim: int, num_embeddings: int, act: str):
         super().__init__()
         self.act = get_activation(act)
-        self.proj_out = nn.Linear(in_dim, inner_dim)
-        self.vision_head = nn.Linear(inner_dim, num_embeddings)
+        self.proj_out = Linear(in_dim, inner_dim)
+        self.vision_head = Linear(inner_dim, num_embeddings)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The input of the last (linear) layer: an affine map of them gives the logits."""
