@@ -86,6 +86,8 @@ def test_f_linear_itself_where_the_packed_path_does_not_apply():
     x = torch.randn(6, 48)
     reference = F.linear(x, layer.weight, layer.bias)
     assert torch.equal(layer(x), reference)  # autograd: the weight requires grad
+    with torch.no_grad():  # a trainer's evaluation: no packed copy either
+        assert torch.equal(layer(x), reference) and layer.packed_weight._packed is None
     with torch.inference_mode(), kernel_choice("torch"):
         assert torch.equal(layer(x), reference)
     with torch.inference_mode():

@@ -7,8 +7,8 @@ depend on the other rows, their number or the thread count (torch's default GEMM
 between batch sizes). The results differ from ``F.linear`` (the reference) by float rounding only (~1e-6
 relative: another order of the same sums).
 
-Used for inference only (no autograd) on float32 CPU tensors where torch has oneDNN, unless the engine's kernel
-choice is "torch"; callers keep ``F.linear`` otherwise. The packed copy costs a second copy of the weight's bytes;
+Used under inference mode only, on float32 CPU tensors where torch has oneDNN, unless the engine's kernel choice
+is "torch"; callers keep ``F.linear`` otherwise. The packed copy costs a second copy of the weight's bytes;
 it is rebuilt when the weight changes (a new storage, or an in-place update that bumps its version: a write
 through ``.data`` does not) and dropped by :func:`release_packed_weights` (an engine's ``sleep`` and
 ``update_weights``).
@@ -28,14 +28,15 @@ _AVAILABLE = available()
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """fp32 CPU tensors, no autograd, kernels other than "torch" chosen, and oneDNN in this torch."""
+    """fp32 CPU tensors under inference mode (a trainer's evaluation under no_grad keeps F.linear and makes no
+    packed copies), kernels other than "torch" chosen, and oneDNN in this torch."""
     from unicorn.kernels.dispatch import current_kernel_choice
 
-    if not _AVAILABLE or x.dtype != torch.float32 or weight.dtype != torch.float32:
+    if not (_AVAILABLE and torch.is_inference_mode_enabled()):
+        return False
+    if x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
     if x.device.type != "cpu" or weight.device.type != "cpu" or x.dim() < 2 or x.shape[-1] == 0:
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
     return current_kernel_choice() != "torch"
 
