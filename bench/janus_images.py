@@ -293,9 +293,8 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=Fa
     engine = Engine(str(path), device=args.device, dtype=dtype, model=model,
                     max_num_seqs=max(256, 2 * prompts * args.rollouts), **engine_kwargs)
     if previous:
-        from unicorn.models.layers import FusedLinears
-
         from unicorn.kernels.cpu_linear import packed_weights
+        from unicorn.models.layers import FusedLinears
 
         engine.runner.sampler.fused = False
         for packed in packed_weights(engine.model):

@@ -18,6 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from unicorn.kernels.dispatch import current_kernel_choice
+
+
 def available() -> bool:
     """Whether this torch build has oneDNN's packed linear ops."""
     return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
@@ -30,8 +33,6 @@ _AVAILABLE = available()
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """fp32 CPU tensors under inference mode (a trainer's evaluation under no_grad keeps F.linear and makes no
     packed copies), kernels other than "torch" chosen, and oneDNN in this torch."""
-    from unicorn.kernels.dispatch import current_kernel_choice
-
     if not (_AVAILABLE and torch.is_inference_mode_enabled()):
         return False
     if x.dtype != torch.float32 or weight.dtype != torch.float32:
@@ -46,15 +47,13 @@ def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> 
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-linear_ref = F.linear
-
-
 def _version(tensor: torch.Tensor) -> int:
     return 0 if tensor.is_inference() else tensor._version  # inference tensors are never updated in place
 
 
 class PackedWeight:
-    """One weight's packed copy, rebuilt when the weight's storage, version, shape or dtype changes."""
+    """One weight's packed copy, rebuilt when the weight's storage, shape, strides or version (its own or its
+    parts') change."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
@@ -71,10 +70,9 @@ class PackedWeight:
         if key != self._key:
             self._packed = None  # the old copy goes before the new one is made
             rows = max(1, x.numel() // x.shape[-1])  # a hint only: any batch size gives the same bits
-            with torch.no_grad():
-                self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)  # under inference mode (usable)
             self._key = key
-        return linear(x, self._packed, bias.detach() if bias is not None else None)
+        return linear(x, self._packed, bias)
 
     def release(self) -> None:
         self._key = self._packed = None
