@@ -144,6 +144,7 @@ def common_fields(args, device, engine_kwargs, breakdown, prompts) -> dict:
         config["decode_timed_on_images"] = min(args.decode_images, num_images)
     if engine_kwargs:
         config["engine_kwargs"] = engine_kwargs
+    config["kv_pool"] = "populated" if {**POOL_KWARGS, **engine_kwargs}["populate_kv_cache"] else "lazy"
     return {"bench": "janus_images", "device": device, "versions": versions(), "config": config}
 
 
@@ -159,6 +160,8 @@ def engine_rows(common, peaks, current, previous) -> list[dict]:
     rows += current["monitor"].rows(common, "unicorn")
     rows.append({**common, "provider": "unicorn", "metric": "kv_pool_gib", "value": current["kv_pool_gib"],
                  "unit": "GiB"})
+    rows.append({**common, "provider": "unicorn", "metric": "kv_populate_s", "value": current["kv_populate_s"],
+                 "unit": "s"})
     rows += ceiling_rows(common, peaks, current["work"])
     rows += bandwidth_rows(common, peaks, current["work"], "unicorn", engine_tokens_s, current["forwards"], num_images)
     if figures is not None:
@@ -273,10 +276,11 @@ def hf_rows(common, peaks, hf, current, rollouts) -> list[dict]:
 
 # The engine as it was before issue 14's levers (each lever's switch off), for --compare: logits mixed after the
 # head (cfg_head_mix=False), the one-pass sampling op after torch's CFG, separate q/k/v and gate/up GEMMs, torch's
-# GEMM instead of oneDNN's on packed weights. The codes may differ: the head mix and the packed GEMM round
-# differently, and a sampled token that flips changes the rest.
-PREVIOUS_KWARGS = {"cfg_head_mix": False}
+# GEMM instead of oneDNN's on packed weights, a KV pool mapped page by page as blocks are first used. The codes may
+# differ: the head mix and the packed GEMM round differently, and a sampled token that flips changes the rest.
+PREVIOUS_KWARGS = {"cfg_head_mix": False, "populate_kv_cache": False}
 PROGRESS_S = 30  # seconds between progress lines of a timed engine run
+POOL_KWARGS = {"populate_kv_cache": True}  # --engine-kwargs '{"populate_kv_cache": false}' times a lazy pool
 
 
 def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=False) -> dict:
@@ -290,8 +294,10 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=Fa
     model = None
     if args.weights == "device":
         model = build_random_janus(str(path), device=args.device, dtype=dtype, seed=0)
+    # The pool populated at start-up (as a long run's pool is after its first pass through it), so that no step
+    # pays the page faults of a block's first use: here ~25 us per 4 KiB page, 15-25 % of a decode step.
     engine = Engine(str(path), device=args.device, dtype=dtype, model=model,
-                    max_num_seqs=max(256, 2 * prompts * args.rollouts), **engine_kwargs)
+                    max_num_seqs=max(256, 2 * prompts * args.rollouts), **{**POOL_KWARGS, **engine_kwargs})
     if previous:
         from unicorn.kernels.cpu_linear import packed_weights
         from unicorn.models.layers import FusedLinears
@@ -342,7 +348,8 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=Fa
           f"({num_images / tokens_s:.3f} img/s), " + (f"VQ decode {decode_s:.1f}s; " if decode_s is not None else "")
           + f"{forwards} steps; with the warm-up {stats.num_preemptions} preemptions, "
           f"prefix hits {stats.prefix_hit_tokens}/{stats.prefix_query_tokens} tokens; {monitor.describe()} "
-          f"(a preallocated KV pool of {pool_gib:.1f} GiB included)")
+          f"(a preallocated KV pool of {pool_gib:.1f} GiB included, populated at start-up in "
+          f"{stats.kv_populate_s:.1f}s)")
     figures = machine = None
     if profile is not None:
         decode_flops = None if previous else count_flops(lambda: engine.runner.decode_images(codes[:1])) * len(codes)
@@ -362,7 +369,7 @@ def run_engine(path, args, dtype, engine_kwargs, breakdown, prompts, previous=Fa
     work["weight_bytes_per_forward"] = weight_bytes
     result = dict(prompts=prompts, rollouts=args.rollouts, tokens_s=tokens_s, decode_s=decode_s, codes=codes.cpu(),
                   prompt_ids=prompt_ids, figures=figures, machine=machine, monitor=monitor, forwards=forwards,
-                  work=work, kv_pool_gib=pool_gib, warmup=(warm_ids, warm_n))
+                  work=work, kv_pool_gib=pool_gib, kv_populate_s=stats.kv_populate_s, warmup=(warm_ids, warm_n))
     engine.close()
     engine.runner.kv_caches = []  # the pool goes even if something still holds the engine
     del engine, model, caches

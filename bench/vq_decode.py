@@ -122,11 +122,20 @@ def main() -> None:
                         help="fewer rounds where one decode of the batch (estimated from one image) exceeds this / repeats")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per provider")
     parser.add_argument("--note", default="", help="free text stored in each row's config (e.g. the machine's load)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="keep glibc's default malloc settings (by default the run applies those a CPU Engine "
+                             "sets, unicorn/engine/host_malloc.py, for every provider alike)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "vq_decode.jsonl"))
     args = parser.parse_args()
     providers = args.providers.split(",")
     assert set(providers) <= set(PROVIDERS), providers
     common = {"bench": "vq_decode", "device": device_name("cpu"), "versions": versions()}
+    malloc = "glibc default"
+    if not args.default_malloc:
+        from unicorn.engine.host_malloc import keep_freed_host_memory
+
+        malloc = "kept (as a CPU Engine)" if keep_freed_host_memory() else "default (settings not applied here)"
+    print(f"malloc: {malloc}")
 
     for preset in args.presets.split(","):
         hf, ours = build_pair(preset)
@@ -147,7 +156,7 @@ def main() -> None:
                 config = {"preset": preset, "batch": batch, "threads": threads, "dtype": "float32",
                           "repeats": repeats, "warmup": args.warmup, "gflop": flops / 1e9,
                           "matmul_gflops": machine["gemm_gflops"], "load_avg_1m": round(os.getloadavg()[0], 2),
-                          "note": args.note}
+                          "malloc": malloc, "note": args.note}
                 hf_s = statistics.median(times["transformers"]) if ref is not None else None
                 rows = []
                 print(f"{preset} batch {batch}, {threads} thread(s), {flops / 1e9:.1f} GFLOP, matmul "

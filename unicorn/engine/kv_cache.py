@@ -32,8 +32,20 @@ def allocate_kv_caches(
     num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
     dtype: torch.dtype, device: torch.device,
 ) -> list[KVCache]:
+    """One KVCache per layer, zeroed (on a CPU, lazily: see _zeros and populate_kv_caches)."""
     shape = (num_blocks, block_size, num_kv_heads, head_dim)
     return [KVCache(_zeros(shape, dtype, device), _zeros(shape, dtype, device)) for _ in range(num_layers)]
+
+
+def populate_kv_caches(caches: list[KVCache]) -> None:
+    """Writes every page of CPU caches (zeros, as they are), so that no block's first use in a step waits for the
+    kernel to map and zero its pages. In a VM whose host backs guest memory on first touch, as here, such a fault
+    costs ~25 us per 4 KiB page: janus-mid's 8 x 8 decode step wrote ~4 MB of new KV, ~30 ms of faults, 15-25 %
+    of the step. GPU caches are written by torch.zeros already."""
+    for cache in caches:
+        for tensor in (cache.key, cache.value):
+            if tensor.device.type == "cpu":
+                tensor.view(torch.uint8).zero_()  # bytes: fill_ has no fp8 kernel on CPU
 
 
 def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
