@@ -13,6 +13,13 @@ from unicorn.models.layers import FusedLinears, Linear
 pytestmark = pytest.mark.skipif(not cpu_linear.available(), reason="this torch build has no oneDNN")
 
 
+@pytest.fixture(autouse=True)
+def pack_any_size(request, monkeypatch):
+    """Small weights take the packed path here (by default they keep F.linear), but in the test of that default."""
+    if request.node.name != "test_weights_below_the_size_keep_f_linear_and_larger_ones_pack":
+        monkeypatch.setattr(cpu_linear, "MIN_PACKED_ELEMENTS", 0)
+
+
 def _layer(in_features: int, out_features: int, bias: bool, seed: int) -> Linear:
     torch.manual_seed(seed)
     return Linear(in_features, out_features, bias=bias)
@@ -103,3 +110,16 @@ def test_state_dict_is_nn_linears():
     plain = nn.Linear(8, 4)
     plain.load_state_dict(layer.state_dict())
     assert list(layer.state_dict()) == list(plain.state_dict()) == ["weight", "bias"]
+
+
+def test_weights_below_the_size_keep_f_linear_and_larger_ones_pack():
+    small = _layer(128, 384, False, 6)  # the toy model's fused q/k/v
+    large = _layer(512, 512, False, 7)
+    assert small.weight.numel() < cpu_linear.MIN_PACKED_ELEMENTS <= large.weight.numel()
+    with torch.inference_mode():
+        for rows in (1, 2, 64):
+            x = torch.randn(rows, 128)
+            assert torch.equal(small(x), F.linear(x, small.weight))  # F.linear itself
+        assert small.packed_weight._packed is None
+        large(torch.randn(2, 512))
+        assert large.packed_weight._packed is not None

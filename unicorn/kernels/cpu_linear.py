@@ -7,8 +7,12 @@ depend on the other rows, their number or the thread count (torch's default GEMM
 between batch sizes). The results differ from ``F.linear`` (the reference) by float rounding only (~1e-6
 relative: another order of the same sums).
 
-Used under inference mode only, on float32 CPU tensors where torch has oneDNN, unless the engine's kernel choice
-is "torch"; callers keep ``F.linear`` otherwise. The packed copy costs a second copy of the weight's bytes;
+Used under inference mode only, on float32 CPU tensors where torch has oneDNN, for weights of at least
+``MIN_PACKED_ELEMENTS``, unless the engine's kernel choice is "torch"; callers keep ``F.linear`` otherwise. Below
+that size oneDNN's ~30 us more per call than ``F.linear`` is not won back: the toy model's 128-wide layers made
+its self-play loop ~30 % slower packed, at every batch size. The choice depends on the weight alone, never on the
+batch, so the rows of a packed layer stay batch-invariant; the rows of a smaller layer may differ in the last bits
+between batch sizes, as torch's GEMM does. The packed copy costs a second copy of the weight's bytes;
 it is rebuilt when the weight changes (a new storage, or an in-place update that bumps its version: a write
 through ``.data`` does not) and dropped by :func:`release_packed_weights` (an engine's ``sleep`` and
 ``update_weights``).
@@ -28,16 +32,20 @@ def available() -> bool:
 
 
 _AVAILABLE = available()
+MIN_PACKED_ELEMENTS = 512 * 512  # janus-mid's o_proj and up; the toy model's largest layer is 640 x 128
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """fp32 CPU tensors under inference mode (a trainer's evaluation under no_grad keeps F.linear and makes no
-    packed copies), kernels other than "torch" chosen, and oneDNN in this torch."""
+    packed copies), a weight of at least MIN_PACKED_ELEMENTS, kernels other than "torch" chosen, and oneDNN in this
+    torch."""
     if not (_AVAILABLE and torch.is_inference_mode_enabled()):
         return False
     if x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
     if x.device.type != "cpu" or weight.device.type != "cpu" or x.dim() < 2 or x.shape[-1] == 0:
+        return False
+    if weight.numel() < MIN_PACKED_ELEMENTS:
         return False
     return current_kernel_choice() != "torch"
 
