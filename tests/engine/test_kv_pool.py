@@ -54,7 +54,7 @@ def test_a_populated_pool_gives_the_same_outputs_and_is_populated_again_on_wake_
     assert _outputs(populated) == _outputs(lazy)
 
 
-@pytest.mark.parametrize("flag", ["populate_kv_cache", "tune_host_malloc"])
-def test_the_host_memory_flags_must_be_bools(ckpt, flag):
+@pytest.mark.parametrize("flag", ["cfg_head_mix", "overlap_decode", "populate_kv_cache", "tune_host_malloc"])
+def test_the_engine_flags_must_be_bools(ckpt, flag):
     with pytest.raises(ValueError, match=f"{flag} must be True or False, got 'yes'"):
         Engine(ckpt, num_kv_blocks=8, block_size=4, **{flag: "yes"})

@@ -13,11 +13,14 @@ from unicorn.models.layers import FusedLinears, Linear
 pytestmark = pytest.mark.skipif(not cpu_linear.available(), reason="this torch build has no oneDNN")
 
 
+DEFAULT_MIN_PACKED_ELEMENTS = cpu_linear.MIN_PACKED_ELEMENTS
+
+
 @pytest.fixture(autouse=True)
-def pack_any_size(request, monkeypatch):
-    """Small weights take the packed path here (by default they keep F.linear), but in the test of that default."""
-    if request.node.name != "test_weights_below_the_size_keep_f_linear_and_larger_ones_pack":
-        monkeypatch.setattr(cpu_linear, "MIN_PACKED_ELEMENTS", 0)
+def pack_any_size(monkeypatch):
+    """Small weights take the packed path here (by default they keep F.linear; the test of that default sets it
+    back)."""
+    monkeypatch.setattr(cpu_linear, "MIN_PACKED_ELEMENTS", 0)
 
 
 def _layer(in_features: int, out_features: int, bias: bool, seed: int) -> Linear:
@@ -112,7 +115,8 @@ def test_state_dict_is_nn_linears():
     assert list(layer.state_dict()) == list(plain.state_dict()) == ["weight", "bias"]
 
 
-def test_weights_below_the_size_keep_f_linear_and_larger_ones_pack():
+def test_weights_below_the_size_keep_f_linear_and_larger_ones_pack(monkeypatch):
+    monkeypatch.setattr(cpu_linear, "MIN_PACKED_ELEMENTS", DEFAULT_MIN_PACKED_ELEMENTS)
     small = _layer(128, 384, False, 6)  # the toy model's fused q/k/v
     large = _layer(512, 512, False, 7)
     assert small.weight.numel() < cpu_linear.MIN_PACKED_ELEMENTS <= large.weight.numel()

@@ -138,10 +138,12 @@ class Engine:
     ) -> None:
         from unicorn.models import load_model, load_tokenizer
 
+        for name, flag in (("cfg_head_mix", cfg_head_mix), ("overlap_decode", overlap_decode),
+                           ("populate_kv_cache", populate_kv_cache), ("tune_host_malloc", tune_host_malloc)):
+            if not isinstance(flag, bool):  # before any loading: a bad flag costs nothing
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
         self.model_path = model_path
         self.device = torch.device(device)
-        if not isinstance(tune_host_malloc, bool):
-            raise ValueError(f"tune_host_malloc must be True or False, got {tune_host_malloc!r}")
         if tune_host_malloc and self.device.type == "cpu":
             keep_freed_host_memory()
         if isinstance(dtype, str):
@@ -177,8 +179,6 @@ class Engine:
         caches = allocate_kv_caches(
             spec.num_layers, num_kv_blocks, block_size, spec.num_kv_heads, spec.head_dim, cache_dtype, self.device
         )
-        if not isinstance(cfg_head_mix, bool):
-            raise ValueError(f"cfg_head_mix must be True or False, got {cfg_head_mix!r}")
         self.runner = ModelRunner(self.model, caches, block_size, kernels=self.kernels, cfg_head_mix=cfg_head_mix)
         self.prompts = PromptProcessor(self.spec, self.tokenizer, self.model.preprocess_images, model_path,
                                        prompt_format=getattr(self.model, "prompt_format", None),
@@ -190,14 +190,10 @@ class Engine:
         self._fresh: set[int] = set()  # text requests that received tokens since step() last returned
         self._delivered: dict[int, list[int]] = {}  # text request -> tokens per sample already returned
         self.stats = EngineStats()
-        if not isinstance(populate_kv_cache, bool):
-            raise ValueError(f"populate_kv_cache must be True or False, got {populate_kv_cache!r}")
         self.populate_kv_cache = populate_kv_cache
         self._populate_kv_pool()
         self._sleep_level = 0  # 0 awake; 1 or 2 as in sleep()
         self._weights_dir = model_path if model is None else None  # what wake_up() reloads after sleep(level=2)
-        if not isinstance(overlap_decode, bool):
-            raise ValueError(f"overlap_decode must be True or False, got {overlap_decode!r}")
         self.decoder = ImageDecoder(self.runner.decode_images, overlap=overlap_decode, num_threads=decode_threads,
                                     device=self.device)
         self._decoding: dict[int, ImageOutput] = {}  # image outputs waiting for their pixels
